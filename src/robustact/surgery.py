@@ -1,0 +1,392 @@
+"""Model surgery: swap activations, insert capped layers, switch on BPDA for attacks.
+
+Everything here works on any ``nn.Module`` (ours or the user's), recursively. Functions
+that change a model return ``(model, names)``, the names being the dotted module paths
+they replaced or inserted. By default they work on a deep copy, so the caller's model
+is left as it was (``inplace=True`` edits it directly, for models too big to copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from robustact.activations import (
+    ActLayer,
+    BReLU,
+    DReLU,
+    SReLU,
+    StraightThroughMixin,
+    make_activation,
+)
+
+__all__ = [
+    "ACTIVATION_TYPES",
+    "CapStats",
+    "cap_summary",
+    "find_activations",
+    "find_caps",
+    "find_stochastic",
+    "insert_capped_layer",
+    "is_stochastic",
+    "replace_activations",
+    "straight_through",
+]
+
+#: Module types treated as activations by default in :func:`replace_activations`.
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Mish,
+    nn.CELU,
+    nn.SELU,
+    SReLU,
+    DReLU,
+    BReLU,
+)
+
+Match = (
+    None
+    | str
+    | type[nn.Module]
+    | tuple[type[nn.Module], ...]
+    | int
+    | Sequence[int]
+    | Callable[[str, nn.Module], bool]
+)
+
+
+def find_activations(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every activation module of ``model`` as ``(dotted_name, module)``, in definition order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ACTIVATION_TYPES)]
+
+
+def _select(acts: list[tuple[str, nn.Module]], match: Match) -> list[str]:
+    if match is None:
+        return [n for n, _ in acts]
+    if isinstance(match, bool):
+        raise TypeError("match must not be a bool; pass a type, name pattern, index or callable")
+    if isinstance(match, int):
+        match = [match]
+    if isinstance(match, str):
+        # glob on the dotted name ("features.*.act"), or a regex with the "re:" prefix
+        if match.startswith("re:"):
+            rx = re.compile(match[3:])
+            return [n for n, _ in acts if rx.search(n)]
+        return [n for n, _ in acts if fnmatch.fnmatchcase(n, match)]
+    if isinstance(match, type) or (
+        isinstance(match, tuple) and all(isinstance(t, type) for t in match)
+    ):
+        return [n for n, m in acts if isinstance(m, match)]
+    if isinstance(match, Sequence):
+        idx: list[int] = []
+        for i in match:
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise TypeError(f"match as a sequence must hold occurrence indices, got {match!r}")
+            idx.append(i)
+        out = []
+        for i in idx:
+            if not -len(acts) <= i < len(acts):
+                raise IndexError(
+                    f"activation index {i} out of range: the model has {len(acts)} activations"
+                )
+            out.append(acts[i][0])
+        return list(dict.fromkeys(out))
+    if callable(match):
+        return [n for n, m in acts if match(n, m)]
+    raise TypeError(f"unsupported match {match!r}: use a type, glob/regex, index list or callable")
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _channel_counts(model: nn.Module, names: list[str], example_input: Tensor) -> dict[str, int]:
+    """Run one forward pass and record dim 1 of the input of each named module."""
+    seen: dict[str, int] = {}
+    hooks = []
+    for n in names:
+
+        def hook(mod: nn.Module, args: tuple[Tensor, ...], n: str = n) -> None:
+            if args and isinstance(args[0], Tensor) and args[0].dim() >= 2:
+                seen.setdefault(n, int(args[0].shape[1]))
+
+        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def replace_activations(
+    model: nn.Module,
+    to: ActLayer,
+    match: Match = None,
+    *,
+    example_input: Tensor | None = None,
+    inplace: bool = False,
+) -> tuple[nn.Module, list[str]]:
+    """Replace activation modules of ``model`` with fresh ``to`` activations.
+
+    Args:
+        model: any module; activations are found recursively (see ``ACTIVATION_TYPES``).
+        to: an activation name (``"srelu"``), class or factory, e.g.
+            ``functools.partial(SReLU, max_value=0.1)``.
+        match: which activations to replace: ``None`` (all); a type or tuple of types;
+            a glob on the dotted module name (``"layers.*"``) or a regex ``"re:..."``; an
+            occurrence index or list of indices (negative counts from the end); or a
+            callable ``(name, module) -> bool``.
+        example_input: an input batch (N, ...) used to size per-unit activations
+            (D-ReLU) by one forward pass; without it D-ReLU layers are created lazy.
+        inplace: edit ``model`` itself instead of a deep copy.
+    Returns:
+        ``(model, names)``: the edited model and the dotted names replaced, in order.
+    Raises:
+        ValueError: nothing matched (with the activations the model does have).
+    """
+    acts = find_activations(model)
+    names = _select(acts, match)
+    if not names:
+        have = ", ".join(f"{n} ({type(m).__name__})" for n, m in acts) or "none"
+        raise ValueError(f"match {match!r} selects no activation; the model has: {have}")
+    target = model if inplace else copy.deepcopy(model)
+    widths = _channel_counts(target, names, example_input) if example_input is not None else {}
+    for n in names:
+        _set_submodule(target, n, make_activation(to, widths.get(n)))
+    if example_input is not None and any(
+        isinstance(m, DReLU) and m.num_features is None for m in target.modules()
+    ):
+        _channel_counts(target, [], example_input)  # materialise remaining lazy caps
+    return target, names
+
+
+def insert_capped_layer(
+    model: nn.Module,
+    where: Literal["before_output", "after_input"] = "before_output",
+    width: int | None = None,
+    activation: ActLayer = "drelu",
+    *,
+    inplace: bool = False,
+) -> tuple[nn.Module, list[str]]:
+    """Insert a layer followed by a (capped) activation, as in dissertation Ch. 5.
+
+    ``"before_output"`` (Fig 5.4): the last ``nn.Linear`` ``(in -> out)`` becomes
+    ``Linear(in -> width), activation, Linear(width -> out)``; with ``width`` equal to
+    ``in`` (the default) the original output layer is kept as the last step.
+    ``"after_input"``: the first ``nn.Conv2d`` (or ``nn.Linear`` for MLPs) gets a
+    3x3 conv (or dense layer) ``in -> width`` plus the activation in front of it; with
+    ``width`` equal to its input channels (the default) the original layer is kept.
+
+    Returns:
+        ``(model, [name])``: the edited model and the name of the new ``nn.Sequential``.
+    """
+    if where not in ("before_output", "after_input"):
+        raise ValueError(f"where must be 'before_output' or 'after_input', got {where!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    target = model if inplace else copy.deepcopy(model)
+    mods = list(target.named_modules())
+    if where == "before_output":
+        linears = [(n, m) for n, m in mods if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("insert_capped_layer('before_output') needs an nn.Linear output layer")
+        name, last = linears[-1]
+        assert isinstance(last, nn.Linear)
+        old: nn.Module = last
+        w = width or last.in_features
+        keep = w == last.in_features
+        out: nn.Module = (
+            last if keep else nn.Linear(w, last.out_features, bias=last.bias is not None)
+        )
+        new = nn.Sequential(
+            OrderedDict(
+                capped_dense=nn.Linear(last.in_features, w),
+                capped_act=make_activation(activation, w),
+                output=out,
+            )
+        )
+    else:
+        firsts = [(n, m) for n, m in mods if isinstance(m, nn.Conv2d | nn.Linear)]
+        if not firsts:
+            raise ValueError("insert_capped_layer('after_input') needs an nn.Conv2d or nn.Linear")
+        name, old = firsts[0]
+        if isinstance(old, nn.Conv2d):
+            c = old.in_channels
+            w = width or c
+            first: nn.Module = nn.Conv2d(c, w, kernel_size=3, padding=1)
+            rest: nn.Module = old if w == c else _conv_like(old, w)
+        else:
+            assert isinstance(old, nn.Linear)
+            c = old.in_features
+            w = width or c
+            first = nn.Linear(c, w)
+            rest = old if w == c else nn.Linear(w, old.out_features, bias=old.bias is not None)
+        new = nn.Sequential(
+            OrderedDict(capped_in=first, capped_act=make_activation(activation, w), layer=rest)
+        )
+    ref = next(old.parameters(), None)
+    if ref is not None:
+        new = new.to(device=ref.device, dtype=ref.dtype)
+    if name:
+        _set_submodule(target, name, new)
+    else:  # the model itself is the single layer
+        return new, [""]
+    return target, [name]
+
+
+def _conv_like(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    if old.groups != 1:
+        raise ValueError(
+            "after_input with a new width needs a first conv with groups=1; "
+            "use width=None to keep the original first layer"
+        )
+    return nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,  # type: ignore[arg-type]
+        stride=old.stride,  # type: ignore[arg-type]
+        padding=old.padding,  # type: ignore[arg-type]
+        dilation=old.dilation,  # type: ignore[arg-type]
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
+
+
+@contextmanager
+def straight_through(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside this block, caps and random gates back-propagate adaptively (BPDA).
+
+    Every S-ReLU / D-ReLU keeps its capped forward but back-propagates as a ReLU;
+    every BReLU keeps its random forward but back-propagates through its expectation;
+    any other :class:`~robustact.activations.StraightThroughMixin` module (e.g. input
+    preprocessing defences) switches to its declared surrogate gradient. Forward
+    values are unchanged. The previous flags are restored on exit, exceptions too.
+
+    Yields:
+        ``model`` itself.
+    """
+    saved = [
+        (m, m.straight_through) for m in model.modules() if isinstance(m, StraightThroughMixin)
+    ]
+    try:
+        for m, _ in saved:
+            m.straight_through = True
+        yield model
+    finally:
+        for m, flag in saved:
+            m.straight_through = flag
+
+
+def find_caps(model: nn.Module) -> list[tuple[str, SReLU | DReLU]]:
+    """Every S-ReLU and D-ReLU of ``model`` as ``(dotted_name, module)``."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, SReLU | DReLU)]
+
+
+def find_stochastic(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose forward pass is random in eval mode (sampling BReLU, or any module
+    exposing ``stochastic = True``, e.g. noise-injection defences)."""
+    return [(n, m) for n, m in model.named_modules() if getattr(m, "stochastic", False) is True]
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """True when two eval-mode forward passes of ``model`` can differ."""
+    return bool(find_stochastic(model))
+
+
+@dataclass(frozen=True)
+class CapStats:
+    """Statistics of one capped layer on a batch.
+
+    Attributes:
+        name: dotted module name.
+        kind: ``"SReLU"`` or ``"DReLU"``.
+        units: number of activation values per example.
+        cap_min, cap_mean, cap_max: the cap(s) of the layer.
+        saturated: fraction of activation values at the cap (input >= cap).
+        inactive: fraction of activation values <= 0 (zero output, zero gradient).
+        zero_grad: fraction with zero local gradient (``saturated + inactive``).
+    """
+
+    name: str
+    kind: str
+    units: int
+    cap_min: float
+    cap_mean: float
+    cap_max: float
+    saturated: float
+    inactive: float
+
+    @property
+    def zero_grad(self) -> float:
+        return self.saturated + self.inactive
+
+
+def cap_summary(model: nn.Module, x: Tensor) -> list[CapStats]:
+    """Per capped layer: its caps and the fraction of units saturated on batch ``x``.
+
+    Args:
+        model: any module; it is run once in eval mode (mode restored afterwards).
+        x: an input batch (N, ...).
+    """
+    caps = find_caps(model)
+    stats: dict[str, CapStats] = {}
+    hooks = []
+    for name, mod in caps:
+
+        def hook(m: nn.Module, args: tuple[Tensor, ...], name: str = name) -> None:
+            z = args[0].detach()
+            if isinstance(m, DReLU):
+                cap = m._cap(z).detach()
+                cvals = m.max_value.detach()
+            else:
+                assert isinstance(m, SReLU)
+                cap = torch.tensor(m.max_value, device=z.device, dtype=z.dtype)
+                cvals = cap.reshape(1)
+            stats[name] = CapStats(
+                name=name,
+                kind=type(m).__name__,
+                units=int(z[0].numel()) if z.dim() > 0 else 1,
+                cap_min=float(cvals.min()),
+                cap_mean=float(cvals.mean()),
+                cap_max=float(cvals.max()),
+                saturated=float((z >= cap).float().mean()),
+                inactive=float((z <= 0).float().mean()),
+            )
+
+        hooks.append(mod.register_forward_pre_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return [stats[n] for n, _ in caps if n in stats]
