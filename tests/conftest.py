@@ -26,3 +26,55 @@ def shared_datasets() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def _digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn digits as (x_train, y_train, x_test, y_test), x in [0, 1], (N, 1, 8, 8)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    perm = torch.tensor(np.random.default_rng(0).permutation(len(y)))
+    x, y = x[perm], y[perm]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+def train_quick(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 30, lr: float = 1e-2
+) -> torch.nn.Module:
+    """Full-batch-ish Adam training for test fixtures (seconds on CPU)."""
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), 128):
+            idx = perm[i : i + 128]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test) of scikit-learn digits, 8x8, in [0, 1]."""
+    return _digits_tensors()
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(
+    digits: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+) -> torch.nn.Module:
+    """A naturally trained MLP 64-64-10 on digits (about 97 % clean test accuracy)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+    )
+    x, y, _, _ = digits
+    return train_quick(model, x, y)
