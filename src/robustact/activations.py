@@ -72,7 +72,8 @@ def srelu(x: Tensor, max_value: float | Tensor) -> Tensor:
 def _straight_through_relu(x: Tensor, capped: Tensor) -> Tensor:
     """Forward value ``capped``; backward as ``relu(x)`` (BPDA through the cap)."""
     r = F.relu(x)
-    return r + (capped - r).detach()
+    # capped + 0 keeps the forward value bit-exact; the gradient flows through relu(x)
+    return capped.detach() + (r - r.detach())
 
 
 def brelu(
@@ -103,7 +104,7 @@ def brelu(
         u = torch.rand_like(x)
     b = (u < s.detach()).to(x.dtype)
     # forward: x * b exactly (s - s.detach() == 0); backward: b + x * ds/dx
-    return x * (b + s - s.detach())
+    return x * b + x * (s - s.detach())
 
 
 # ----------------------------------------------------------------------------- modules
@@ -245,7 +246,7 @@ class BReLU(StraightThroughMixin, nn.Module):
         y = brelu(x, self.alpha, self.mode, self.generator)
         if self.straight_through and self.mode == "sample":
             e = x * torch.sigmoid(self.alpha * x)
-            return e + (y - e).detach()
+            return y.detach() + (e - e.detach())
         return y
 
     def extra_repr(self) -> str:
