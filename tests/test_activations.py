@@ -41,7 +41,7 @@ def test_theorem_4_1_1_capping_never_increases_perturbation(a: float, b: float, 
 
 @settings(max_examples=300, deadline=None)
 @given(a=finite, b=finite, m1=caps, m2=caps)
-def test_theorem_4_1_2_perturbation_monotone_in_cap(a: float, b: float, m1: float, m2: float) -> None:
+def test_theorem_4_1_2_monotone_in_cap(a: float, b: float, m1: float, m2: float) -> None:
     """A smaller cap never lets more of a perturbation through."""
     lo, hi = sorted((m1, m2))
     A = torch.tensor(a, dtype=torch.float64)

@@ -76,7 +76,7 @@ def test_replace_by_type_pattern_index_and_callable() -> None:
 def test_replace_gives_fresh_instances_and_sizes_drelu() -> None:
     net = mlp()
     x = torch.rand(2, 1, 8, 8)
-    new, names = replace_activations(net, "drelu", example_input=x)
+    new, _ = replace_activations(net, "drelu", example_input=x)
     caps = [m for _, m in find_caps(new)]
     assert [c.num_features for c in caps] == [32, 16]
     assert caps[0] is not caps[1]
