@@ -1,0 +1,49 @@
+"""Statistics for comparing methods: ranks, ANOVA, Friedman / Iman-Davenport, Nemenyi
+critical difference and its diagram, McNemar, Wilson intervals, mean ± sd over seeds.
+
+Built on scipy; the few hand-written formulas (Friedman from average ranks, Iman-Davenport,
+the CD and its groups) say why in their docstrings. References: J. Demšar, "Statistical
+Comparisons of Classifiers over Multiple Data Sets", JMLR 7 (2006).
+"""
+
+from __future__ import annotations
+
+from robustact.stats.compare import MethodComparison, compare_methods
+from robustact.stats.diagram import cd_diagram
+from robustact.stats.omnibus import (
+    AnovaResult,
+    FriedmanResult,
+    friedman,
+    friedman_from_ranks,
+    one_way_anova,
+)
+from robustact.stats.posthoc import (
+    critical_difference,
+    nemenyi_q,
+    nemenyi_significance,
+    nonsignificant_groups,
+)
+from robustact.stats.ranks import average_ranks, rank_matrix
+from robustact.stats.samples import McNemarResult, MeanSD, mcnemar, mean_sd, wilson_interval
+
+__all__ = [
+    "AnovaResult",
+    "FriedmanResult",
+    "McNemarResult",
+    "MeanSD",
+    "MethodComparison",
+    "average_ranks",
+    "cd_diagram",
+    "compare_methods",
+    "critical_difference",
+    "friedman",
+    "friedman_from_ranks",
+    "mcnemar",
+    "mean_sd",
+    "nemenyi_q",
+    "nemenyi_significance",
+    "nonsignificant_groups",
+    "one_way_anova",
+    "rank_matrix",
+    "wilson_interval",
+]
