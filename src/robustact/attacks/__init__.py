@@ -1,0 +1,22 @@
+"""Adversarial attacks: ``attack(model, x, y) -> x_adv`` (see :mod:`robustact.attacks.base`).
+
+Threat models are step objects (:mod:`~robustact.attacks.threat`), losses pure functions
+(:mod:`~robustact.attacks.losses`). Every attack registers itself in :data:`ATTACKS`.
+"""
+
+from robustact.attacks import losses
+from robustact.attacks.base import ATTACKS, Attack, get_attack, input_gradient, list_attacks
+from robustact.attacks.threat import L2, Linf, Threat, make_threat
+
+__all__ = [
+    "ATTACKS",
+    "L2",
+    "Attack",
+    "Linf",
+    "Threat",
+    "get_attack",
+    "input_gradient",
+    "list_attacks",
+    "losses",
+    "make_threat",
+]
