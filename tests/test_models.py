@@ -12,6 +12,7 @@ from torch import nn
 from robustact.activations import DReLU, SReLU
 from robustact.models import (
     Normalize,
+    config_mismatches,
     create_model,
     default_input_shape,
     describe_act_layer,
@@ -273,3 +274,14 @@ def test_device_follows_input_and_meta_device_works() -> None:
     # no .cuda() anywhere: the model runs on whatever device holds its weights and input
     m = create_model("shallow_cnn").to("meta")
     assert m(torch.empty(2, 1, 28, 28, device="meta")).device.type == "meta"
+
+
+def test_config_mismatches_flags_surgery() -> None:
+    m = create_model("lenet5", act_layer="srelu")
+    assert config_mismatches(m) == []
+    swapped, _ = replace_activations(m, "relu", match="classifier.act4")
+    assert config_mismatches(swapped) == ["module 'classifier.act4' is ReLU, config builds SReLU"]
+    capped, _ = insert_capped_layer(m, "before_output", width=32)
+    problems = config_mismatches(capped)
+    assert any("classifier.fc_out" in p and "Sequential" in p for p in problems)
+    assert any("not in the config's model" in p for p in problems)

@@ -22,6 +22,7 @@ from robustact.models._common import (
 )
 from robustact.models._factory import (
     ModelSpec,
+    config_mismatches,
     create_model,
     default_input_shape,
     list_models,
@@ -54,6 +55,7 @@ __all__ = [
     "ShallowCNN",
     "SmallCNN",
     "WideResNet",
+    "config_mismatches",
     "create_model",
     "default_input_shape",
     "describe_act_layer",
