@@ -5,12 +5,21 @@ Threat models are step objects (:mod:`~robustact.attacks.threat`), losses pure f
 """
 
 from robustact.attacks import losses
+from robustact.attacks.apgd import APGD, APGDCE, APGDDLR, APGDT
 from robustact.attacks.base import ATTACKS, Attack, get_attack, input_gradient, list_attacks
+from robustact.attacks.fgsm import FGSM
+from robustact.attacks.pgd import PGD
 from robustact.attacks.threat import L2, Linf, Threat, make_threat
 
 __all__ = [
+    "APGD",
+    "APGDCE",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
+    "FGSM",
     "L2",
+    "PGD",
     "Attack",
     "Linf",
     "Threat",
