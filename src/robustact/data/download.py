@@ -17,12 +17,15 @@ from pathlib import Path
 from robustact.data.base import DatasetError, candidate_roots, download_root
 
 __all__ = [
+    "FILE_MD5",
     "RESOURCES",
     "Resource",
     "download_resources",
     "find_dir",
+    "known_md5",
     "md5sum",
     "missing_error",
+    "verify_md5",
 ]
 
 
@@ -56,7 +59,7 @@ RESOURCES: dict[str, list[Resource]] = {
     "MNIST": _idx_set(
         _MNIST,
         [
-            "f68b3c2dcbeaceaa7f5d2ba6c6bd22d3",
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
             "d53e105ee54ea40749a09fcbcd1e9432",
             "9fb629c4189551a2d022fa330f9573f3",
             "ec29112dd5afa0611ce80d1b7f02629c",
@@ -132,6 +135,31 @@ RESOURCES: dict[str, list[Resource]] = {
 }
 
 
+#: md5 of the extracted files (CIFAR batches), for ``verify=True`` on files already on disk.
+FILE_MD5: dict[str, str] = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
+    "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "cifar-100-python/meta": "7973b15100ade9c7d40fb424638fde48",
+}
+
+
+def known_md5(folder: str, path: Path) -> str | None:
+    """The official md5 of ``path`` (a file of dataset folder ``folder``), if known."""
+    for res in RESOURCES.get(folder, []):
+        if res.filename == path.name:
+            return res.md5
+    return FILE_MD5.get(f"{folder}/{path.name}") or (
+        FILE_MD5.get(path.name) if folder == "cifar-10-batches-py" else None
+    )
+
+
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     """Hex md5 of a file, read in chunks."""
     h = hashlib.md5(usedforsecurity=False)
@@ -183,8 +211,16 @@ def _safe_extract(archive: Path, dest: Path) -> None:
         zf.extractall(dest)
 
 
-def download_resources(key: str, root: str | Path | None, subdir: str = "") -> Path:
+def download_resources(
+    key: str, root: str | Path | None, subdir: str = "", only: str | None = None
+) -> Path:
     """Fetch the official files of ``key`` into ``<root>/<subdir>``, verify md5, extract.
+
+    Args:
+        key: a key of :data:`RESOURCES`.
+        root: user root (None: ``$ROBUSTACT_DATA`` or ~/.cache/robustact/datasets).
+        subdir: folder below the root.
+        only: fetch just the resource with this file name.
 
     Returns:
         The directory the files were written to.
@@ -192,6 +228,8 @@ def download_resources(key: str, root: str | Path | None, subdir: str = "") -> P
     dest = download_root(root) / subdir
     dest.mkdir(parents=True, exist_ok=True)
     for res in RESOURCES[key]:
+        if only is not None and res.filename != only:
+            continue
         path = dest / res.filename
         if not (path.is_file() and md5sum(path) == res.md5):
             tmp = path.with_suffix(path.suffix + ".part")
