@@ -186,3 +186,19 @@ def test_shared_mnist_split(shared_datasets: Path):
     assert int(tr.images.long().sum()) == TRAIN_PIXEL_SUM
     # The first test image of MNIST is a 7.
     assert int(tr.labels[0]) == 7 and tr.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_default_root_cwd_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # ../shared/datasets relative to the working directory is searched before the repository's.
+    x, _ = _fixture(tmp_path / "shared" / "datasets", "MNIST", "", "t10k", 10000, True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.delenv("ROBUSTACT_DATA", raising=False)
+    te = load_dataset("mnist_t10k", split="test")
+    assert torch.equal(te.images[:, 0], torch.from_numpy(x[8000:]))
+
+
+def test_root_may_be_the_raw_folder_itself(tmp_path: Path):
+    x, _ = _fixture(tmp_path, "MNIST", "", "train", 3, False)
+    ds = load_dataset("mnist", root=tmp_path / "MNIST" / "raw")
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(x))

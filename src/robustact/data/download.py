@@ -172,13 +172,17 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 def find_dir(root: str | Path | None, subdir: str, names: Sequence[Sequence[str]]) -> Path | None:
     """First ``<candidate root>/<subdir>`` holding, for every group in ``names``, one of its files.
 
+    A user ``root`` that already *is* the folder (e.g. ``.../MNIST/raw``) is accepted too.
+
     Args:
         root: user root or None for the default search (see ``candidate_roots``).
         subdir: folder below the root, e.g. "MNIST/raw".
         names: groups of alternatives, e.g. [["a", "a.gz"], ["b", "b.gz"]].
     """
-    for base in candidate_roots(root):
-        d = base / subdir
+    dirs = [base / subdir for base in candidate_roots(root)]
+    if root is not None:
+        dirs.append(Path(root).expanduser())
+    for d in dirs:
         if all(any((d / n).is_file() for n in group) for group in names):
             return d
     return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -227,15 +226,17 @@ T10K_TRAIN = 8000
 
 
 @DATASETS.register("mnist_t10k")
-def mnist_t10k(root: str | Path | None = None, split: str = "train", **kw: Any) -> ImageDataset:
+def mnist_t10k(
+    root: str | Path | None = None, split: str = "train", download: bool = False
+) -> ImageDataset:
     """The official MNIST test split re-split: first 8,000 for "train", last 2,000 for "test"
-    ("all" gives the 10,000). Only the two t10k files are needed."""
+    ("all" gives the 10,000). Only the two t10k files are needed.
+
+    Without ``root`` it searches ``$ROBUSTACT_DATA``, then ``../shared/datasets`` relative to
+    the working directory and to the repository.
+    """
     split = check_split("mnist_t10k", split, ("train", "test", "all"))
-    full = _read_family(
-        "mnist_t10k", "MNIST", "", "test", _DIGITS, root, bool(kw.pop("download", False))
-    )
-    if kw:
-        raise DatasetError(f"mnist_t10k: unexpected options {sorted(kw)}")
+    full = _read_family("mnist_t10k", "MNIST", "", "test", _DIGITS, root, download)
     full.name = "mnist_t10k"
     if len(full) != 10000:
         raise DatasetError(f"mnist_t10k: expected the 10,000-image t10k files, got {len(full)}")
