@@ -1,0 +1,63 @@
+"""Training: ``fit(model, objective, data, config) -> History``, objectives and checkpoints.
+
+Example:
+    >>> from robustact.train import TrainConfig, fit, Natural
+    >>> history = fit(model, Natural(), (x, y), TrainConfig(epochs=5, progress=False),
+    ...               val_data=(x_val, y_val))
+
+D-ReLU caps train in their own parameter group at ``TrainConfig.cap_lr`` (default
+:data:`DEFAULT_CAP_LR` = 0.1): Adam moves each parameter by at most about its learning rate per
+step, so at the weights' 1e-3 a cap initialised at 100 hardly moves in a whole run
+(see ``benchmarks/training.py`` for the measurement on digits).
+"""
+
+from robustact.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_sidecar,
+    save_checkpoint,
+)
+from robustact.train.config import DEFAULT_CAP_LR, ConfigError, TrainConfig
+from robustact.train.loop import History, cap_stats, fit, robust_accuracy
+from robustact.train.objectives import (
+    OBJECTIVES,
+    Adversarial,
+    DReLUPenalty,
+    Natural,
+    Objective,
+    SumObjective,
+    fgsm_at,
+    get_objective,
+    list_objectives,
+    pgd_at,
+    with_penalty,
+)
+from robustact.train.schedules import EarlyStopping, build_optimizer, param_groups
+
+__all__ = [
+    "DEFAULT_CAP_LR",
+    "OBJECTIVES",
+    "Adversarial",
+    "CheckpointError",
+    "ConfigError",
+    "DReLUPenalty",
+    "EarlyStopping",
+    "History",
+    "Natural",
+    "Objective",
+    "SumObjective",
+    "TrainConfig",
+    "build_optimizer",
+    "cap_stats",
+    "fgsm_at",
+    "fit",
+    "get_objective",
+    "list_objectives",
+    "load_checkpoint",
+    "param_groups",
+    "pgd_at",
+    "read_sidecar",
+    "robust_accuracy",
+    "save_checkpoint",
+    "with_penalty",
+]

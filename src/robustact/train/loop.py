@@ -1,0 +1,378 @@
+"""The training loop: ``fit(model, objective, data, config) -> History``."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustact.surgery import find_caps
+from robustact.train._batches import Batches, epoch_seed
+from robustact.train.checkpoint import (
+    CheckpointError,
+    latest_training_state,
+    load_training_state,
+    save_training_state,
+)
+from robustact.train.config import TrainConfig
+from robustact.train.objectives import Objective, get_objective
+from robustact.train.schedules import (
+    EarlyStopping,
+    Schedule,
+    build_optimizer,
+    current_lrs,
+    unjsonable,
+)
+
+try:  # resource is POSIX-only
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
+#: Config fields that may change between a run and its resumption.
+_RESUMABLE_CHANGES = {"epochs", "progress", "device", "extra"}
+
+EpochCallback = Callable[[int, dict[str, Any]], "bool | None"]
+
+
+@dataclass
+class History:
+    """Per-epoch records of a run.
+
+    Each record has ``epoch`` (0-based), ``loss`` and the objective's metrics (training
+    averages), ``val_loss``/``val_acc`` (with validation data), ``val_robust_acc`` (with
+    ``config.val_attack``), ``lr`` (and ``lr_caps``), ``caps`` ({layer: {min, mean, max}}),
+    ``seconds`` and ``peak_mem_mb``. ``history["loss"]`` gives one column (None where a
+    record lacks the key).
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def __getitem__(self, key: str) -> list[Any]:
+        if not self.records or all(key not in r for r in self.records):
+            known = sorted({k for r in self.records for k in r})
+            raise KeyError(f"history has no column {key!r}; known: {known}")
+        return [r.get(key) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The latest epoch's record."""
+        if not self.records:
+            raise IndexError("history is empty")
+        return self.records[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"records": self.records, "stopped_early": self.stopped_early}
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if resource is None:
+        return float("nan")
+    # ru_maxrss is the process's peak resident set in KiB on Linux (bytes on macOS)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if rss > 2**32 else rss / 2**10
+
+
+def cap_stats(model: nn.Module) -> dict[str, dict[str, float]]:
+    """{layer name: {"min", "mean", "max"}} of every S-ReLU/D-ReLU cap in ``model``."""
+    out = {}
+    for name, layer in find_caps(model):
+        m = torch.as_tensor(layer.max_value).detach().float()
+        if m.numel() == 0 or isinstance(m, nn.parameter.UninitializedParameter):
+            continue
+        out[name] = {"min": float(m.min()), "mean": float(m.mean()), "max": float(m.max())}
+    return out
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
+    loss_sum = torch.zeros((), device=batches.device)
+    correct = torch.zeros((), device=batches.device)
+    n = 0
+    for x, y in batches:
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += y.shape[0]
+    return float(loss_sum) / n, float(correct) / n
+
+
+def robust_accuracy(model: nn.Module, batches: Batches, attack: Any) -> float:
+    """Accuracy (fraction) on ``attack(model, x, y)`` over ``batches``; model in eval mode."""
+    correct, n = 0.0, 0
+    for x, y in batches:
+        x_adv = attack(model, x, y)
+        with torch.no_grad():
+            correct += float((model(x_adv).argmax(1) == y).sum())
+        n += y.shape[0]
+    return correct / n
+
+
+def _val_attack(config: TrainConfig) -> Any:
+    if config.val_attack is None:
+        return None
+    from robustact.attacks import get_attack
+
+    if config.val_attack == "fgsm":
+        return get_attack("fgsm", eps=config.val_eps)
+    return get_attack(
+        "pgd", eps=config.val_eps, steps=config.val_steps,
+        step_size=2.5 * config.val_eps / config.val_steps, random_start=True,
+    )  # fmt: skip
+
+
+@contextmanager
+def _progress(enabled: bool, total_epochs: int) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    cols = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
+    )  # fmt: skip
+    with Progress(*cols, transient=False) as bar:
+        yield bar
+
+
+def _fmt(metrics: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective | str,
+    data: Any,
+    config: TrainConfig | None = None,
+    *,
+    val_data: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    on_epoch_end: EpochCallback | None = None,
+) -> History:
+    """Train ``model`` in place and return its per-epoch history.
+
+    Args:
+        model: any classifier (N, C, H, W) -> (N, K); trained on ``config.device`` (default:
+            where its parameters are).
+        objective: an :class:`~robustact.train.objectives.Objective` or a registered name.
+        data: training data: ``(x, y)`` tensors, a dataset or an iterable of batches.
+        config: :class:`TrainConfig` (default ``TrainConfig()``).
+        val_data: optional validation data (same forms); monitored by the plateau schedule
+            and early stopping (otherwise they monitor the training loss).
+        checkpoint_dir: write the training state there after every epoch.
+        resume: continue from the newest state in ``checkpoint_dir``; with the same seed
+            and tensor/dataset data the result equals an uninterrupted run bit for bit.
+        on_epoch_end: ``callback(epoch, record)`` after each epoch's checkpoint; returning
+            True stops training (raising simulates a crash).
+
+    Returns:
+        :class:`History`.
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(objective, str):
+        objective = get_objective(objective)
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective or a name, got {type(objective).__name__}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir= (where the run saved its state)")
+    first = next(iter(model.parameters()), None)
+    device = torch.device(config.device) if config.device else (
+        first.device if first is not None else torch.device("cpu")
+    )  # fmt: skip
+    model.to(device)
+    train = Batches(data, config.batch_size, device, "training data")
+    val = None if val_data is None else Batches(val_data, config.batch_size, device, "val data")
+    if objective.needs_validation and val is None:
+        raise ValueError(f"objective {objective.name!r} needs val_data= (it measures on it)")
+    expected = getattr(objective, "expected_epochs", None)
+    if expected is not None and expected != config.epochs:
+        raise ValueError(
+            f"objective {objective.name!r} spans {expected} epochs but config.epochs = "
+            f"{config.epochs}; make them equal"
+        )
+    if resume and not train.exact_order:
+        warnings.warn(
+            "resuming with a user DataLoader: its order is not restored, so the result will "
+            "differ from an uninterrupted run; pass tensors or a dataset for exact resumption",
+            stacklevel=2,
+        )
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        with torch.no_grad():  # materialise lazy layers (D-ReLU caps) before the optimiser
+            model(next(iter(train.epoch(None)))[0][:2])
+    optimizer = build_optimizer(model, config)
+    schedule = Schedule(optimizer, config, len(train))
+    stopper = (
+        EarlyStopping(config.early_stopping, config.min_delta) if config.early_stopping else None
+    )
+    val_attack = _val_attack(config)
+    history = History()
+    start = 0
+    if resume:
+        start = _resume(
+            checkpoint_dir, model, optimizer, schedule, stopper, objective, history, config
+        )
+    if start >= config.epochs or history.stopped_early:
+        return history
+
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _progress(config.progress, config.epochs) as bar:
+        task = None if bar is None else bar.add_task("epoch", total=len(train), metrics="")
+        for epoch in range(start, config.epochs):
+            # all randomness of an epoch derives from (seed, epoch): resumption is exact
+            torch.manual_seed(epoch_seed(config.seed, epoch, stream=1))
+            record = _run_epoch(
+                model, objective, optimizer, schedule, train, val, val_attack, config, epoch,
+                bar, task,
+            )  # fmt: skip
+            history.records.append(record)
+            stop = False
+            if stopper is not None:
+                stop = stopper.step(record["monitored"])
+                history.stopped_early = stop
+            if checkpoint_dir is not None:
+                state = {
+                    "schedule": schedule.state_dict(),
+                    "early_stopping": stopper.state_dict() if stopper else None,
+                    "objective": objective.state_dict(),
+                    "stopped_early": history.stopped_early,
+                }
+                save_training_state(
+                    checkpoint_dir, epoch, model, optimizer, state, objective=objective,
+                    config=config, history=history,
+                )  # fmt: skip
+            if on_epoch_end is not None and on_epoch_end(epoch, record):
+                stop = True
+            if stop:
+                break
+    model.eval()
+    return history
+
+
+def _run_epoch(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    train: Batches,
+    val: Batches | None,
+    val_attack: Any,
+    config: TrainConfig,
+    epoch: int,
+    bar: Any,
+    task: Any,
+) -> dict[str, Any]:
+    device = train.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    objective.on_epoch_start(epoch, config.epochs)
+    lrs = current_lrs(optimizer)  # the rates this epoch starts with
+    model.train()
+    sums: dict[str, Tensor] = {}
+    n_seen = 0
+    every = max(1, len(train) // 20)  # refresh the bar ~20 times per epoch (each syncs)
+    if bar is not None:
+        bar.reset(task, total=len(train), description=f"epoch {epoch + 1}/{config.epochs}")
+    for i, (x, y) in enumerate(train.epoch(epoch_seed(config.seed, epoch))):
+        loss, metrics = objective(model, x, y)
+        # zero after the objective: an attack inside it may have left parameter gradients
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        schedule.after_batch()
+        b = y.shape[0]
+        n_seen += b
+        for k, v in (("loss", loss.detach()), *metrics.items()):
+            v = torch.as_tensor(v, device=device, dtype=torch.float32) * b
+            sums[k] = sums[k] + v if k in sums else v
+        if bar is not None:
+            bar.update(task, advance=1)
+            if (i + 1) % every == 0:
+                bar.update(task, metrics=_fmt({k: float(s) / n_seen for k, s in sums.items()}))
+    record: dict[str, Any] = {"epoch": epoch}
+    record.update({k: float(s) / max(n_seen, 1) for k, s in sums.items()})
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(
+            f"training loss became {record['loss']} in epoch {epoch}; lower config.lr or set "
+            "config.max_grad_norm"
+        )
+    if val is not None:
+        model.eval()
+        record["val_loss"], record["val_acc"] = _evaluate(model, val)
+        if val_attack is not None:
+            record["val_robust_acc"] = robust_accuracy(model, val, val_attack)
+    record.update(objective.on_epoch_end(model, val))
+    record.update(lrs)
+    record["caps"] = cap_stats(model)
+    record["monitored"] = record.get("val_loss", record["loss"])
+    schedule.after_epoch(record["monitored"])
+    record["seconds"] = time.perf_counter() - t0
+    record["peak_mem_mb"] = _peak_mem_mb(device)
+    if bar is not None:
+        shown: dict[str, Any] = {
+            k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record
+        }
+        bar.update(task, metrics=_fmt(shown))
+    return record
+
+
+def _resume(
+    checkpoint_dir: Any,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    stopper: EarlyStopping | None,
+    objective: Objective,
+    history: History,
+    config: TrainConfig,
+) -> int:
+    side = latest_training_state(checkpoint_dir)
+    if side is None:
+        return 0  # nothing saved yet: a fresh run
+    meta = load_training_state(side, model, optimizer)
+    saved = dict(meta.get("config") or {})
+    now = config.to_dict()
+    diff = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if diff:
+        k = diff[0]
+        raise CheckpointError(
+            f"cannot resume {side}: config.{k} was {saved.get(k)!r}, now {now[k]!r}; "
+            "use the run's original config (only epochs/progress/device may change)"
+        )
+    state = meta["state"]
+    schedule.load_state_dict(state.get("schedule") or {})
+    if stopper is not None and state.get("early_stopping"):
+        stopper.load_state_dict(state["early_stopping"])
+    objective.load_state_dict(state.get("objective") or {})
+    history.records = list(unjsonable(meta.get("history") or []))
+    history.stopped_early = bool(state.get("stopped_early", False))
+    return int(meta["epoch"]) + 1
