@@ -281,3 +281,33 @@ def test_download_writes_verified_file(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(dl.urllib.request, "urlopen", _open)
     ds = load_dataset("svhn", root=tmp_path, split="test", download=True)
     assert seen == [real.url] and ds.labels.tolist() == [3, 0]
+
+
+def test_download_extracts_cifar_archive(tmp_path: Path, monkeypatch):
+    import hashlib
+    import tarfile
+
+    staging = tmp_path / "staging"
+    src = _cifar10(staging)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(staging / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    payload = archive.read_bytes()
+    md5 = hashlib.md5(payload).hexdigest()
+    res = dl.Resource("http://x.invalid/c.tar.gz", md5, archive.name, extract=True)
+    monkeypatch.setitem(dl.RESOURCES, "cifar-10-batches-py", [res])
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(payload))
+    out = tmp_path / "data"
+    te = load_dataset("cifar10", root=out, split="test", download=True)
+    assert te.labels.tolist() == src["test_batch"][1] and (out / res.filename).is_file()
+
+
+def test_zip_slip_refused(tmp_path: Path):
+    import zipfile
+
+    z = tmp_path / "evil.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("../outside.txt", "x")
+    with pytest.raises(DatasetError, match=r"refuses to extract '\.\./outside\.txt'"):
+        dl._safe_extract(z, tmp_path / "dest")
+    assert not (tmp_path / "outside.txt").exists()

@@ -202,3 +202,17 @@ def test_root_may_be_the_raw_folder_itself(tmp_path: Path):
     x, _ = _fixture(tmp_path, "MNIST", "", "train", 3, False)
     ds = load_dataset("mnist", root=tmp_path / "MNIST" / "raw")
     assert torch.equal(ds.images[:, 0], torch.from_numpy(x))
+
+
+def test_emnist_variant_in_gzip_subfolder(tmp_path: Path):
+    # The official EMNIST zip unpacks to gzip/emnist-<variant>-*.gz.
+    x = np.random.default_rng(4).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    y = np.array([3, 1, 4, 1], np.uint8)
+    gz = tmp_path / "EMNIST" / "raw" / "gzip"
+    _write(gz / "emnist-digits-test-images-idx3-ubyte", _idx_bytes(x), True)
+    _write(gz / "emnist-digits-test-labels-idx1-ubyte", _idx_bytes(y), True)
+    ds = load_dataset("emnist", root=tmp_path, split="test", variant="digits")
+    assert ds.num_classes == 10 and ds.labels.tolist() == y.tolist()
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(x).transpose(1, 2))
+    with pytest.raises(DatasetError, match="unknown variant 'bytes'"):
+        load_dataset("emnist", root=tmp_path, variant="bytes")

@@ -201,17 +201,26 @@ def missing_error(
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
+    top = dest.resolve()
+
+    def inside(member: str) -> None:
+        if not (dest / member).resolve().is_relative_to(top):
+            raise DatasetError(f"{archive}: refuses to extract {member!r} outside {dest}")
+
     if archive.name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(archive) as tf:
-            # filter="data" refuses absolute paths, links out of dest and device files.
-            tf.extractall(dest, filter="data")
+            for m in tf.getmembers():
+                inside(m.name)
+                if not (m.isfile() or m.isdir()):
+                    raise DatasetError(f"{archive}: refuses link or special file {m.name!r}")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, filter="data")
+            else:  # Python < 3.10.12: members were checked above
+                tf.extractall(dest)
         return
     with zipfile.ZipFile(archive) as zf:
-        top = dest.resolve()
         for member in zf.namelist():
-            target = (dest / member).resolve()
-            if not target.is_relative_to(top):
-                raise DatasetError(f"{archive}: refuses to extract {member!r} outside {dest}")
+            inside(member)
         zf.extractall(dest)
 
 

@@ -119,10 +119,16 @@ def _read_family(
     stems = [f"{prefix}{part}-images-idx3-ubyte", f"{prefix}{part}-labels-idx1-ubyte"]
     subdir = f"{folder}/raw"
     groups = [[s, s + ".gz"] for s in stems]
-    d = find_dir(root, subdir, groups)
+    # The EMNIST archive unpacks its files into a gzip/ folder; accept them there too.
+    subdirs = [subdir, f"{subdir}/gzip"] if folder == "EMNIST" else [subdir]
+
+    def find() -> Path | None:
+        return next((d for s in subdirs if (d := find_dir(root, s, groups)) is not None), None)
+
+    d = find()
     if d is None and download:
         download_resources(folder, root, subdir)
-        d = find_dir(root, subdir, groups)
+        d = find()
     if d is None:
         how = (
             f"Get the official {folder} IDX files (see robustact.data.download.RESOURCES"
