@@ -25,19 +25,33 @@ from robustact.evaluate.metrics import (
     StochasticSummary,
     summarise,
 )
+from robustact.evaluate.protocol import (
+    PROTOCOLS,
+    Protocol,
+    ProtocolEntry,
+    get_protocol,
+    list_protocols,
+)
+from robustact.evaluate.runner import evaluate
 
 __all__ = [
+    "PROTOCOLS",
     "AttackMetrics",
     "AttackOutcome",
     "CleanOutcome",
     "EvalResult",
     "LayerDistance",
     "NegativeRatio",
+    "Protocol",
+    "ProtocolEntry",
     "StochasticSummary",
     "ZeroGradSummary",
     "cap_snapshot",
     "cap_trajectories",
+    "evaluate",
+    "get_protocol",
     "layer_distances",
+    "list_protocols",
     "negative_unit_ratio",
     "plot_cap_trajectories",
     "plot_layer_distances",

@@ -26,6 +26,7 @@ def _num(v: float | None, digits: int = 3) -> str:
 def _options(d: dict[str, Any]) -> str:
     keys = ("bpda", "eot", "loss", "steps", "restarts", "queries", "targeted")
     parts = [f"{k}={d[k]}" for k in keys if k in d and d[k] not in (None, False)]
+    parts = [p for p in parts if p != "eot=1"]
     return " ".join(parts)
 
 
