@@ -11,6 +11,7 @@ step, so at the weights' 1e-3 a cap initialised at 100 hardly moves in a whole r
 (see ``benchmarks/training.py`` for the measurement on digits).
 """
 
+from robustact.train.adversary import TradesKL, TrainingPGD
 from robustact.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -32,6 +33,7 @@ from robustact.train.objectives import (
     pgd_at,
     with_penalty,
 )
+from robustact.train.robust import Hybrid, Trades, TwoPhase, fit_then_finetune, two_phase
 from robustact.train.schedules import EarlyStopping, build_optimizer, param_groups
 
 __all__ = [
@@ -43,14 +45,20 @@ __all__ = [
     "DReLUPenalty",
     "EarlyStopping",
     "History",
+    "Hybrid",
     "Natural",
     "Objective",
     "SumObjective",
+    "Trades",
+    "TradesKL",
     "TrainConfig",
+    "TrainingPGD",
+    "TwoPhase",
     "build_optimizer",
     "cap_stats",
     "fgsm_at",
     "fit",
+    "fit_then_finetune",
     "get_objective",
     "list_objectives",
     "load_checkpoint",
@@ -59,5 +67,6 @@ __all__ = [
     "read_sidecar",
     "robust_accuracy",
     "save_checkpoint",
+    "two_phase",
     "with_penalty",
 ]

@@ -226,27 +226,37 @@ class Adversarial(Objective):
         }
 
 
-def _make_attack(name: str, **kwargs: Any) -> AttackFn:
-    from robustact.attacks import get_attack
-
-    return get_attack(name, **kwargs)
-
-
 def pgd_at(
-    eps: float, steps: int = 7, step_size: float | None = None, clean_weight: float = 0.0
+    eps: float,
+    steps: int = 7,
+    step_size: float | None = None,
+    clean_weight: float = 0.0,
+    norm: str = "Linf",
 ) -> Adversarial:
-    """Madry PGD-k training (L-inf, random start); step size defaults to 2.5 * eps / steps.
+    """Madry PGD-k training (random start, all k steps); step size defaults to 2.5 * eps / k.
 
-    ``pgd_at(0.03, 7, 0.00784, clean_weight=alpha)`` is the BReLU paper's setup.
+    ``pgd_at(0.03, 7, 0.00784, clean_weight=alpha)`` is the BReLU paper's setup (eq. 1).
     """
-    ss = 2.5 * eps / steps if step_size is None else step_size
-    atk = _make_attack("pgd", eps=eps, steps=steps, step_size=ss, norm="Linf", random_start=True)
+    from robustact.train.adversary import TrainingPGD
+
+    atk = TrainingPGD(eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True)
     return Adversarial(atk, clean_weight=clean_weight)
 
 
-def fgsm_at(eps: float, random_start: bool = False, clean_weight: float = 0.0) -> Adversarial:
-    """FGSM training (Goodfellow et al.); ``random_start=True`` is fast AT (Wong et al.)."""
-    atk = _make_attack("fgsm", eps=eps, random_start=random_start)
+def fgsm_at(
+    eps: float,
+    random_start: bool = False,
+    clean_weight: float = 0.0,
+    step_size: float | None = None,
+) -> Adversarial:
+    """FGSM training (Goodfellow et al.); ``random_start=True`` is fast AT (Wong et al. 2020).
+
+    The step is ``eps`` without a random start and ``1.25 * eps`` with one (Wong et al.).
+    """
+    from robustact.train.adversary import TrainingPGD
+
+    ss = (1.25 * eps if random_start else eps) if step_size is None else step_size
+    atk = TrainingPGD(eps=eps, steps=1, step_size=ss, random_start=random_start)
     return Adversarial(atk, clean_weight=clean_weight)
 
 
