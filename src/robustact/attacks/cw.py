@@ -1,0 +1,202 @@
+"""Carlini-Wagner L2 attack (Carlini & Wagner, S&P 2017), untargeted, with binary search.
+
+Minimal-distortion attack: for each point it minimises over ``w``
+
+    ||x' - x||_2^2 + c * max(z_y(x') - max_{j != y} z_j(x'), -kappa),   x' = (tanh(w) + 1) / 2
+
+with Adam. The tanh change of variable keeps ``x'`` in [0, 1] without clipping. A binary
+search over ``c`` per point (starting from ``c``; x10 while the point has never been fooled,
+bisection between the bounds once it has) trades success against distortion, and the
+smallest-distortion successful iterate over all searches is returned. Points never fooled
+return ``x`` unchanged.
+
+CW is unbounded: the result is a distortion per point. Accuracy "at eps" (``eps=`` given)
+counts a point as broken when its CW example has L2 distortion <= eps, or when that example,
+scaled radially onto the eps-sphere, still fools the model (a legitimate adversarial point
+inside the threat model, so a sound evaluation must count it). Without ``eps`` the threat
+model is L2 with an infinite radius: only [0, 1] applies.
+
+Success (as in the reference code) means ``max_{j != y} z_j - z_y > kappa``: with the default
+``kappa = 0`` that is misclassification.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.losses import margin
+from robustact.attacks.threat import L2, Linf, Threat, canonical_norm
+
+__all__ = ["CW", "unbounded_threat"]
+
+# Keeps atanh finite at pixels exactly 0 or 1 (so they can move), as in the reference code.
+_TANH_SHRINK = 0.999999
+
+
+class _UnboundedL2(L2):
+    """L2 threat with an infinite radius: projection only clips to [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.eps = math.inf
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return x_adv.clamp(0.0, 1.0)
+
+
+class _UnboundedLinf(Linf):
+    """Linf threat with an infinite radius: projection only clips to [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.eps = math.inf
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return x_adv.clamp(0.0, 1.0)
+
+
+def unbounded_threat(norm: str) -> Threat:
+    """A threat model with ``eps = inf`` (only the [0, 1] box), for unbounded attacks.
+
+    Work-around: ``Attack``/``Threat`` accept finite eps only; an unbounded attack builds
+    with ``eps=0`` and then swaps in this threat and sets ``self.eps = inf``.
+    """
+    return _UnboundedLinf() if canonical_norm(norm) == "Linf" else _UnboundedL2()
+
+
+def _to_tanh_space(x: Tensor) -> Tensor:
+    return torch.atanh((2 * x - 1) * _TANH_SHRINK)
+
+
+def _from_tanh_space(w: Tensor) -> Tensor:
+    return (torch.tanh(w) + 1) / 2
+
+
+@ATTACKS.register("cw")
+class CW(Attack):
+    """Carlini-Wagner L2 with a per-point binary search over ``c``.
+
+    Args:
+        c: initial trade-off constant (> 0).
+        kappa: confidence margin (>= 0).
+        steps: Adam steps per binary-search step (>= 1).
+        lr: Adam learning rate on ``w`` (> 0).
+        binary_search_steps: outer steps (>= 1); 1 runs a single optimisation at ``c``.
+        eps: optional L2 radius; when given the returned points lie in the eps-ball and
+            the attack succeeds only inside it (see the module docstring).
+        seed: accepted for a uniform interface; CW is deterministic.
+
+    After a call: ``last_distortion`` (N,) L2 distortion of the best successful example
+    (``inf`` where never fooled), ``last_mean_distortion`` (mean over fooled points, ``nan``
+    when none) and ``last_success`` (N,) bool, whether the returned point is adversarial.
+    """
+
+    name = "cw"
+
+    def __init__(
+        self,
+        *,
+        c: float = 1.0,
+        kappa: float = 0.0,
+        steps: int = 100,
+        lr: float = 0.01,
+        binary_search_steps: int = 9,
+        eps: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(eps=0.0 if eps is None else eps, norm="L2", seed=seed)
+        if eps is None:
+            self.eps, self.threat = math.inf, unbounded_threat("L2")
+        for field, n_ in (("steps", steps), ("binary_search_steps", binary_search_steps)):
+            if isinstance(n_, bool) or not isinstance(n_, int) or n_ < 1:
+                raise ValueError(f"CW {field} must be an int >= 1, got {n_!r}")
+        for field, f, low in (("c", c, "> 0"), ("lr", lr, "> 0"), ("kappa", kappa, ">= 0")):
+            v = float(f)
+            if not (math.isfinite(v) and (v >= 0 if low == ">= 0" else v > 0)):
+                raise ValueError(f"CW {field} must be finite and {low}, got {f!r}")
+        self.c, self.kappa, self.lr = float(c), float(kappa), float(lr)
+        self.steps, self.binary_search_steps = steps, binary_search_steps
+        self.max_eps = None if eps is None else float(eps)
+        self.last_distortion: Tensor | None = None
+        self.last_mean_distortion: float = math.nan
+
+    def describe(self) -> dict[str, object]:
+        d = dict(super().describe())
+        d["eps"] = self.max_eps  # None: unbounded (inf is not valid JSON)
+        d.update(c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
+        d.update(binary_search_steps=self.binary_search_steps)
+        return d
+
+    def _optimise(
+        self, model: nn.Module, x: Tensor, y: Tensor, const: Tensor, best_l2sq: Tensor, best: Tensor
+    ) -> Tensor:
+        """One run of Adam at per-point ``const`` (N,); updates ``best_l2sq``/``best`` in
+        place; returns (N,) bool, fooled at least once during this run."""
+        w = _to_tanh_space(x).detach().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=self.lr)
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.steps):
+            x_new = _from_tanh_space(w)
+            logits = model(x_new)
+            l2sq = (x_new - x).flatten(1).pow(2).sum(dim=1)
+            # margin() is what the attacker maximises; CW's f is its negative, floored at -kappa
+            f = -margin(logits, y, kappa=self.kappa)
+            # autograd.grad w.r.t. w only: the model's .grad fields stay untouched
+            (w.grad,) = torch.autograd.grad((l2sq + const * f).sum(), [w])
+            opt.step()
+            with torch.no_grad():
+                succ = margin(logits.detach(), y) > self.kappa
+                fooled |= succ
+                better = succ & (l2sq.detach() < best_l2sq)
+                best_l2sq[better] = l2sq.detach()[better]
+                best[better] = x_new.detach()[better]
+        return fooled
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Run CW-L2; x (N, ...) in [0, 1], y (N,) -> x_adv (N, ...)."""
+        self.logits(model, x[:1])  # checks labels against the model's width up front
+        n = x.shape[0]
+        dev, dt = x.device, x.dtype
+        const = torch.full((n,), self.c, device=dev, dtype=dt)
+        lower = torch.zeros(n, device=dev, dtype=dt)
+        upper = torch.full((n,), math.inf, device=dev, dtype=dt)
+        best_l2sq = torch.full((n,), math.inf, device=dev, dtype=dt)
+        best = x.clone()
+        for _ in range(self.binary_search_steps):
+            fooled = self._optimise(model, x, y, const, best_l2sq, best)
+            upper = torch.where(fooled, torch.minimum(upper, const), upper)
+            lower = torch.where(fooled, lower, torch.maximum(lower, const))
+            const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
+        dist = best_l2sq.sqrt()
+        x_adv = best
+        fooled_any = torch.isfinite(dist)
+        if self.max_eps is not None:
+            x_adv, fooled_any = self._within_eps(model, x, y, best, dist)
+        self.last_distortion = dist
+        ok = dist[torch.isfinite(dist)]
+        self.last_mean_distortion = float(ok.mean()) if ok.numel() else math.nan
+        self.last_success = fooled_any
+        return x_adv
+
+    @torch.no_grad()
+    def _within_eps(
+        self, model: nn.Module, x: Tensor, y: Tensor, best: Tensor, dist: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Points beyond ``max_eps``: scale onto the eps-sphere, keep if still fooling, else x."""
+        eps = float(self.max_eps)  # type: ignore[arg-type]
+        inside = dist <= eps
+        far = torch.isfinite(dist) & ~inside
+        out = torch.where(inside.reshape(-1, *([1] * (x.dim() - 1))), best, x)
+        fooled = inside.clone()
+        if bool(far.any()):
+            idx = far.nonzero().squeeze(1)
+            scale = (eps / dist[idx]).reshape(-1, *([1] * (x.dim() - 1)))
+            cand = (x[idx] + (best[idx] - x[idx]) * scale).clamp(0.0, 1.0)
+            still = margin(model(cand), y[idx]) > self.kappa
+            out[idx[still]] = cand[still]
+            fooled[idx[still]] = True
+        return out, fooled

@@ -1,0 +1,412 @@
+"""Square, CW-L2 and zero-gradient PGD: contract, behaviour on digits, and oracles.
+
+Oracles: ``pyautoattack.square.SquareAttack`` (AutoAttack's PyTorch port) and
+``torchattacks.CW`` on a small MLP trained on part of the shared MNIST split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from conftest import SHARED_DATASETS, train_quick
+from robustact.activations import SReLU
+from robustact.attacks.base import ATTACKS
+from robustact.attacks.cw import CW
+from robustact.attacks.square import Square, p_schedule
+from robustact.attacks.zerograd import ZeroGradPGD
+
+Digits = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == y).float().mean())
+
+
+def _fooled(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(x).argmax(dim=1) != y
+
+
+# --------------------------------------------------------------------------- Square
+def test_p_schedule_halves_at_published_iterations() -> None:
+    assert p_schedule(0.8, 0, 10000) == 0.8
+    assert p_schedule(0.8, 10, 10000) == 0.8
+    assert p_schedule(0.8, 11, 10000) == 0.4
+    assert p_schedule(0.8, 201, 10000) == pytest.approx(0.1)
+    assert p_schedule(0.8, 9999, 10000) == pytest.approx(0.8 / 512)
+    # rescaled to the budget: iteration 2 of 1000 is iteration 20 of 10 000
+    assert p_schedule(0.8, 2, 1000) == 0.4
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.1), ("L2", 0.5)])
+def test_square_output_in_threat_model(
+    digits: Digits, digits_mlp: nn.Module, norm: str, eps: float
+) -> None:
+    _, _, x, y = digits
+    x, y = x[:120], y[:120]
+    atk = Square(eps=eps, norm=norm, queries=60, restarts=2, seed=0)
+    x_adv = atk(digits_mlp, x, y)
+    d = (x_adv - x).flatten(1)
+    dist = d.abs().amax(dim=1) if norm == "Linf" else d.norm(dim=1)
+    assert float(dist.max()) <= eps + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    assert atk.last_success is not None and atk.last_queries is not None
+    assert torch.equal(atk.last_success, _fooled(digits_mlp, x_adv, y))
+    # the clean check plus at most `queries` per restart
+    assert int(atk.last_queries.min()) >= 1
+    assert int(atk.last_queries.max()) <= 1 + 2 * 60
+    # points the attack leaves unbroken spent the whole budget
+    robust = ~atk.last_success
+    assert bool(robust.any())
+    assert bool((atk.last_queries[robust] == 1 + 2 * 60).all())
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.3), ("L2", 2.0)])
+def test_square_breaks_natural_mlp_at_large_eps(
+    digits: Digits, digits_mlp: nn.Module, norm: str, eps: float
+) -> None:
+    _, _, x, y = digits
+    assert _acc(digits_mlp, x, y) > 0.9
+    atk = Square(eps=eps, norm=norm, queries=150, seed=1)
+    assert _acc(digits_mlp, atk(digits_mlp, x, y), y) <= 0.03
+
+
+def test_square_same_seed_same_output(digits: Digits, digits_mlp: nn.Module) -> None:
+    _, _, x, y = digits
+    x, y = x[:80], y[:80]
+    out = [
+        Square(eps=0.1, norm=n, queries=30, seed=s)(digits_mlp, x, y)
+        for n in ("Linf", "L2")
+        for s in (3, 3, 4)
+    ]
+    assert torch.equal(out[0], out[1]) and torch.equal(out[3], out[4])
+    assert not torch.equal(out[0], out[2]) and not torch.equal(out[3], out[5])
+
+
+def test_square_leaves_model_mode_and_parameters(digits: Digits, digits_mlp: nn.Module) -> None:
+    _, _, x, y = digits
+    before = {k: v.clone() for k, v in digits_mlp.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in digits_mlp.parameters()]
+    digits_mlp.train()
+    try:
+        Square(eps=0.2, queries=20, seed=0)(digits_mlp, x[:50], y[:50])
+        assert digits_mlp.training
+    finally:
+        digits_mlp.eval()
+    for k, v in digits_mlp.state_dict().items():
+        assert torch.equal(v, before[k])
+    for p, g in zip(digits_mlp.parameters(), grads, strict=True):
+        assert p.requires_grad
+        assert (p.grad is None) if g is None else torch.equal(p.grad, g)
+
+
+def test_square_skips_misclassified_points(digits: Digits, digits_mlp: nn.Module) -> None:
+    _, _, x, y = digits
+    wrong = (y + 1) % 10  # every point misclassified from the start
+    atk = Square(eps=0.3, queries=50, seed=0)
+    x_adv = atk(digits_mlp, x[:40], wrong[:40])
+    assert torch.equal(x_adv, x[:40])
+    assert atk.last_queries is not None and bool((atk.last_queries == 1).all())
+
+
+class _NoisyLogits(nn.Module):
+    """Deterministic logits plus large Gaussian noise: a stand-in for a random defence."""
+
+    def __init__(self, base: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.base, self.sigma = base, sigma
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        z = self.base(x)
+        return z + self.sigma * torch.randn_like(z)
+
+
+def test_square_eot_decides_on_averaged_logits(digits: Digits, digits_mlp: nn.Module) -> None:
+    _, _, x, y = digits
+    x, y = x[:100], y[:100]
+    keep = ~_fooled(digits_mlp, x, y)
+    x, y = x[keep], y[keep]
+    with torch.no_grad():
+        z = digits_mlp(x)
+    sigma = float((z.max(1).values - z.topk(2).values[:, 1]).median())
+    noisy = _NoisyLogits(digits_mlp, sigma)
+    # at a negligible eps only noise can "fool": single passes are fooled by chance,
+    # 64-pass averages (noise / 8) almost never
+    one = Square(eps=1e-3, queries=20, seed=0)
+    one(noisy, x, y)
+    avg = Square(eps=1e-3, queries=20, eot=64, seed=0)
+    noisy.calls = 0
+    avg(noisy, x, y)
+    assert one.last_success is not None and avg.last_success is not None
+    assert float(one.last_success.float().mean()) > 0.3
+    assert float(avg.last_success.float().mean()) < 0.05
+    assert noisy.calls % 64 == 0  # every query is a full EOT average
+
+
+def test_square_rejects_bad_arguments(digits: Digits, digits_mlp: nn.Module) -> None:
+    with pytest.raises(ValueError, match="queries"):
+        Square(eps=0.1, queries=1)
+    with pytest.raises(ValueError, match="loss"):
+        Square(eps=0.1, loss="dlr")
+    with pytest.raises(ValueError, match="p_init"):
+        Square(eps=0.1, p_init=0.0)
+    _, _, x, y = digits
+    with pytest.raises(ValueError, match="images"):
+        Square(eps=0.1, queries=5)(digits_mlp, x[:4].flatten(1), y[:4])
+
+
+# --------------------------------------------------------------------------- CW
+def test_cw_fools_nearly_all_with_small_distortion(digits: Digits, digits_mlp: nn.Module) -> None:
+    _, _, x, y = digits
+    x, y = x[:150], y[:150]
+    atk = CW(steps=100, binary_search_steps=5)
+    x_adv = atk(digits_mlp, x, y)
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    assert atk.last_success is not None and atk.last_distortion is not None
+    assert float(atk.last_success.float().mean()) >= 0.95
+    assert torch.equal(atk.last_success, _fooled(digits_mlp, x_adv, y))
+    dist = (x_adv - x).flatten(1).norm(dim=1)
+    ok = atk.last_success
+    torch.testing.assert_close(dist[ok], atk.last_distortion[ok], atol=1e-5, rtol=1e-5)
+    assert bool(torch.isinf(atk.last_distortion[~ok]).all())
+    assert torch.equal(x_adv[~ok], x[~ok])
+    # images span sqrt(64) = 8 in L2; CW needs well under 1 on average
+    assert 0.0 < atk.last_mean_distortion < 1.0
+    assert atk.last_mean_distortion == pytest.approx(float(dist[ok].mean()), rel=1e-5)
+    json.dumps(atk.describe())  # unbounded eps reported as null, not inf
+
+
+def test_cw_binary_search_never_increases_distortion(digits: Digits, digits_mlp: nn.Module) -> None:
+    _, _, x, y = digits
+    x, y = x[:100], y[:100]
+    one = CW(c=1.0, steps=60, binary_search_steps=1)
+    one(digits_mlp, x, y)
+    many = CW(c=1.0, steps=60, binary_search_steps=4)
+    many(digits_mlp, x, y)
+    assert one.last_distortion is not None and many.last_distortion is not None
+    # the first search step is the single run, and the best is kept over all steps
+    assert bool((many.last_distortion <= one.last_distortion + 1e-6).all())
+    both = torch.isfinite(one.last_distortion)
+    assert float(many.last_distortion[both].mean()) < 0.9 * float(one.last_distortion[both].mean())
+
+
+def test_cw_with_eps_stays_inside_and_counts_only_inside(
+    digits: Digits, digits_mlp: nn.Module
+) -> None:
+    _, _, x, y = digits
+    x, y = x[:100], y[:100]
+    free = CW(steps=60, binary_search_steps=3)
+    free(digits_mlp, x, y)
+    eps = 0.4
+    bounded = CW(steps=60, binary_search_steps=3, eps=eps)
+    x_adv = bounded(digits_mlp, x, y)
+    assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-6
+    assert bounded.last_success is not None and free.last_distortion is not None
+    assert torch.equal(bounded.last_success, _fooled(digits_mlp, x_adv, y))
+    # every point whose CW distortion is within eps counts, and nothing is counted
+    # that the unbounded attack did not break
+    within = free.last_distortion <= eps
+    assert bool(bounded.last_success[within].all())
+    assert bool((bounded.last_success <= torch.isfinite(free.last_distortion)).all())
+    assert 0 < int(within.sum()) < len(y)
+
+
+def test_cw_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="steps"):
+        CW(steps=0)
+    with pytest.raises(ValueError, match="kappa"):
+        CW(kappa=-1.0)
+    with pytest.raises(ValueError, match="c must"):
+        CW(c=0.0)
+
+
+def test_extra_attacks_are_registered() -> None:
+    assert isinstance(ATTACKS.get("square")(eps=0.1), Square)
+    assert isinstance(ATTACKS.get("cw")(), CW)
+    assert isinstance(ATTACKS.get("zerograd_pgd")(eps=0.1, steps=3, step_size=0.1), ZeroGradPGD)
+
+
+# --------------------------------------------------------------------------- zero-gradient PGD
+def _capped_mlp(digits: Digits, act: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), act, nn.Linear(32, 10)
+    )
+    x, y, _, _ = digits
+    return train_quick(model, x, y, epochs=15)
+
+
+def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    xg = x.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(xg), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, xg)
+    return g
+
+
+@pytest.mark.parametrize(("norm", "eps", "step"), [("Linf", 0.3, 0.01), ("L2", math.inf, 0.1)])
+def test_zerograd_finds_flat_points_under_srelu(
+    digits: Digits, norm: str, eps: float, step: float
+) -> None:
+    model = _capped_mlp(digits, SReLU(0.01))
+    _, _, x, y = digits
+    atk = ZeroGradPGD(eps=eps, steps=50, step_size=step, norm=norm)
+    res = atk.run(model, x, y)
+    assert res.found_rate >= 0.9
+    assert bool((res.steps[res.found] > 0).any())  # some needed the walk, not just x
+    dist = (res.x_zero - x).flatten(1).norm(dim=1)
+    torch.testing.assert_close(res.distance[res.found], dist[res.found])
+    assert bool(torch.isnan(res.distance[~res.found]).all())
+    assert res.mean_distance == pytest.approx(float(dist[res.found].mean()), rel=1e-6)
+    # independently: the gradient is exactly zero at every reported point
+    g = _input_grad(model, res.x_zero[res.found], y[res.found])
+    assert bool((g == 0).all())
+    assert float(res.x_zero.min()) >= 0.0 and float(res.x_zero.max()) <= 1.0
+    if norm == "Linf":
+        assert float((res.x_zero - x).abs().max()) <= eps + 1e-6
+    assert torch.equal(atk(model, x, y), res.x_zero)
+
+
+def test_zerograd_rarely_finds_flat_points_under_relu(
+    digits: Digits, digits_mlp: nn.Module
+) -> None:
+    _, _, x, y = digits
+    res = ZeroGradPGD(eps=0.3, steps=30, step_size=0.01, norm="Linf").run(digits_mlp, x, y)
+    assert res.found_rate <= 0.05
+    assert bool((res.steps[~res.found] == 30).all())
+    assert math.isnan(res.mean_distance) or res.found.sum() > 0
+    g = _input_grad(digits_mlp, res.x_zero[~res.found], y[~res.found])
+    assert bool((g.flatten(1) != 0).any(dim=1).all())
+
+
+def test_zerograd_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="steps"):
+        ZeroGradPGD(eps=0.1, steps=0, step_size=0.1)
+    with pytest.raises(ValueError, match="step_size"):
+        ZeroGradPGD(eps=0.1, steps=3, step_size=-1.0)
+    json.dumps(ZeroGradPGD(eps=math.inf, steps=3, step_size=0.1).describe())
+
+
+# --------------------------------------------------------------------------- oracles
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    with gzip.open(path) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+
+@pytest.fixture(scope="module")
+def mnist_mlp() -> tuple[nn.Module, Tensor, Tensor]:
+    """An MLP 784-128-10 trained on t10k[:8000]; (model, x, y) of 600 held-out points.
+
+    Module-scoped (trained once), so it reads conftest's path instead of the
+    function-scoped ``shared_datasets`` fixture; skips the same way when absent.
+    """
+    raw = SHARED_DATASETS / "MNIST" / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"shared MNIST split not found under {SHARED_DATASETS}")
+    x = _read_idx(raw / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
+    y = _read_idx(raw / "t10k-labels-idx1-ubyte.gz", 8)
+    xt = torch.tensor(x / 255.0, dtype=torch.float32)
+    yt = torch.tensor(y, dtype=torch.int64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    train_quick(model, xt[:8000], yt[:8000], epochs=5, lr=1e-3)
+    return model, xt[8000:8600], yt[8000:8600]
+
+
+def _square_ref(
+    model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, q: int, seed: int
+) -> Tensor:
+    from pyautoattack.square import SquareAttack
+
+    # its n_queries counts square updates; ours also counts the random start
+    ref = SquareAttack(model, norm=norm, n_queries=q - 1, eps=eps, p_init=0.8, seed=seed)
+    with torch.no_grad():
+        return ref.perturb(x, y)
+
+
+@pytest.mark.oracle
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.1), ("L2", 1.5)])
+def test_square_matches_autoattack_square(
+    mnist_mlp: tuple[nn.Module, Tensor, Tensor], norm: str, eps: float
+) -> None:
+    """Robust accuracy within 2 pp of AutoAttack's Square (mean over 3 seeds, 600 points).
+
+    ``resample=False`` is the like-for-like comparison (the PyTorch port spends a query on
+    a Linf update that changes nothing); the default must then be at least as strong.
+    """
+    model, x, y = mnist_mlp
+    q = 200
+    ours, ref, default = [], [], []
+    for seed in range(3):
+        ours.append(
+            _acc(
+                model,
+                Square(eps=eps, norm=norm, queries=q, seed=seed, resample=False)(model, x, y),
+                y,
+            )
+        )
+        ref.append(_acc(model, _square_ref(model, x, y, norm, eps, q, seed), y))
+        if norm == "Linf":
+            default.append(
+                _acc(model, Square(eps=eps, norm=norm, queries=q, seed=seed)(model, x, y), y)
+            )
+    assert 0.2 < float(np.mean(ref)) < 0.9  # a budget where the comparison means something
+    assert abs(float(np.mean(ours)) - float(np.mean(ref))) <= 0.02, (ours, ref)
+    if default:
+        assert float(np.mean(default)) <= float(np.mean(ref)) + 0.005, (default, ref)
+
+
+class _ShiftedLogits(nn.Module):
+    """Logits minus their per-row minimum: same argmax, margins and gradients of margins.
+
+    ``torchattacks.CW`` takes max over ``(1 - onehot) * logits``, which reads 0 for the
+    true class when all other logits are negative; shifting makes every logit >= 0 so its
+    f equals the textbook ``max(z_y - max_{j != y} z_j, -kappa)``.
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.base(x)
+        return z - z.min(dim=1, keepdim=True).values
+
+
+@pytest.mark.oracle
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.parametrize(("c", "steps"), [(0.1, 100), (1.0, 50)])
+def test_cw_matches_torchattacks_cw(
+    mnist_mlp: tuple[nn.Module, Tensor, Tensor], c: float, steps: int
+) -> None:
+    """Same c, kappa, steps, lr and one search step: success within 1 pp, points agree.
+
+    Pixels exactly 0 or 1 are moved inside (0.01 + 0.98 x): torchattacks maps them to
+    w = -inf/+inf, where they can never move, while CW's reference shrinks by 0.999999.
+    """
+    import torchattacks
+
+    model, x, y = mnist_mlp
+    x = 0.01 + 0.98 * x
+    ours = CW(c=c, kappa=0.0, steps=steps, lr=0.01, binary_search_steps=1)
+    x_ours = ours(model, x, y)
+    x_ref = torchattacks.CW(_ShiftedLogits(model), c=c, kappa=0, steps=steps, lr=0.01)(x, y)
+    f_ours, f_ref = _fooled(model, x_ours, y), _fooled(model, x_ref, y)
+    assert 0.05 < float(f_ref.float().mean()) < 0.95
+    assert abs(float(f_ours.float().mean()) - float(f_ref.float().mean())) <= 0.01
+    assert float((f_ours == f_ref).float().mean()) >= 0.99
+    d_ref = (x_ref - x).flatten(1).norm(dim=1)[f_ref].mean()
+    assert ours.last_mean_distortion == pytest.approx(float(d_ref), rel=0.05)
