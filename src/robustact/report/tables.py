@@ -51,7 +51,7 @@ class Pivot:
 def method_label(record: Mapping[str, Any], method_key: str | Sequence[str]) -> str:
     """The method name of a record: one key's value, or several joined by " / "."""
     keys = [method_key] if isinstance(method_key, str) else list(method_key)
-    return " / ".join(_fmt_key(record.get(k)) for k in keys)
+    return " / ".join(fmt_key(record.get(k)) for k in keys)
 
 
 def select(
@@ -187,7 +187,7 @@ def comparison(table: RankTable, alpha: float = 0.05) -> MethodComparison | None
 # --------------------------------------------------------------------------- formatting
 
 
-def _fmt_key(v: Any) -> str:
+def fmt_key(v: Any) -> str:
     if v is None:
         return MISSING
     if isinstance(v, float):
@@ -209,11 +209,11 @@ def header(key: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def _label_rows(rows: list[tuple[Any, ...]]) -> list[list[str]]:
+def label_rows(rows: list[tuple[Any, ...]]) -> list[list[str]]:
     """Row labels with repeated leading labels blanked, as in the seeds' tables."""
     out = []
     for i, row in enumerate(rows):
-        cells = [_fmt_key(v) for v in row]
+        cells = [fmt_key(v) for v in row]
         for j in range(len(row) - 1):
             if i > 0 and rows[i - 1][: j + 1] == row[: j + 1]:
                 cells[j] = ""
@@ -221,7 +221,7 @@ def _label_rows(rows: list[tuple[Any, ...]]) -> list[list[str]]:
     return out
 
 
-def _cells(t: RankTable, digits: int, rank_digits: int) -> tuple[list[list[str]], list[str]]:
+def cell_strings(t: RankTable, digits: int, rank_digits: int) -> tuple[list[list[str]], list[str]]:
     """Body cells "97.30 (1)" and the average-row cells "83.35 (1.60)"."""
     body = [
         [f"{v:.{digits}f} ({fmt_rank(r)})" for v, r in zip(vrow, rrow, strict=True)]
@@ -233,7 +233,7 @@ def _cells(t: RankTable, digits: int, rank_digits: int) -> tuple[list[list[str]]
     return body, avg
 
 
-def _avg_best(t: RankTable) -> np.ndarray:
+def avg_best(t: RankTable) -> np.ndarray:
     return np.isclose(t.avg_ranks, t.avg_ranks.min())
 
 
@@ -246,7 +246,7 @@ def markdown_escape(s: str) -> str:
 
 def to_markdown(t: RankTable, *, digits: int = 2, rank_digits: int = 2) -> str:
     """GitHub-flavoured Markdown table (best in bold, last row the averages)."""
-    body, avg = _cells(t, digits, rank_digits)
+    body, avg = cell_strings(t, digits, rank_digits)
     nk = len(t.pivot.row_keys)
     head = [header(k) for k in t.pivot.row_keys] + list(t.pivot.methods)
     lines = [
@@ -254,10 +254,10 @@ def to_markdown(t: RankTable, *, digits: int = 2, rank_digits: int = 2) -> str:
         "|" + "---|" * nk + "---:|" * len(t.pivot.methods),
     ]
     best = t.best
-    for labels, cells, brow in zip(_label_rows(t.pivot.rows), body, best, strict=True):
+    for labels, cells, brow in zip(label_rows(t.pivot.rows), body, best, strict=True):
         vals = [f"**{c}**" if b else c for c, b in zip(cells, brow, strict=True)]
         lines.append("| " + " | ".join([*map(markdown_escape, labels), *vals]) + " |")
-    avg_cells = [f"**{c}**" if b else c for c, b in zip(avg, _avg_best(t), strict=True)]
+    avg_cells = [f"**{c}**" if b else c for c, b in zip(avg, avg_best(t), strict=True)]
     lines.append("| " + " | ".join(["Average"] + [""] * (nk - 1) + avg_cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -290,7 +290,7 @@ def to_latex(
     rank_digits: int = 2,
 ) -> str:
     """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
-    body, avg = _cells(t, digits, rank_digits)
+    body, avg = cell_strings(t, digits, rank_digits)
     nk = len(t.pivot.row_keys)
     head = [_LATEX_HEADERS.get(k) or latex_escape(header(k)) for k in t.pivot.row_keys]
     head += [latex_escape(m) for m in t.pivot.methods]
@@ -305,11 +305,11 @@ def to_latex(
         " & ".join(head) + r" \\",
         r"\midrule",
     ]
-    for labels, cells, brow in zip(_label_rows(t.pivot.rows), body, t.best, strict=True):
+    for labels, cells, brow in zip(label_rows(t.pivot.rows), body, t.best, strict=True):
         vals = [rf"\textbf{{{c}}}" if b else c for c, b in zip(cells, brow, strict=True)]
         labs = ["--" if x == MISSING else latex_escape(x) for x in labels]
         lines.append(" & ".join(labs + vals) + r" \\")
-    avg_cells = [rf"\textbf{{{c}}}" if b else c for c, b in zip(avg, _avg_best(t), strict=True)]
+    avg_cells = [rf"\textbf{{{c}}}" if b else c for c, b in zip(avg, avg_best(t), strict=True)]
     lines += [
         r"\midrule",
         " & ".join(["Average"] + [""] * (nk - 1) + avg_cells) + r" \\",

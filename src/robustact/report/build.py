@@ -1,0 +1,302 @@
+"""`build_report`: every report file from a results store (or its records) in one call."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from robustact.experiments.records import atomic_write_text, records_to_csv_text
+from robustact.experiments.store import ResultStore
+from robustact.report import html as html_mod
+from robustact.report.plots import (
+    plot_accuracy_vs_eps,
+    plot_accuracy_vs_lambda,
+    plot_cd_diagram,
+    series_from_records,
+)
+from robustact.report.summary import SummaryRow, protocol_summary
+from robustact.report.tables import (
+    RankTable,
+    comparison,
+    fmt_key,
+    header,
+    markdown_escape,
+    pivot,
+    rank_table,
+    statistics_text,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+
+FORMATS = ("md", "tex", "csv", "html")
+#: Config keys tried, in order, to name the methods when `method_key` is not given.
+METHOD_KEYS = (
+    "cfg.method",
+    "cfg.model",
+    "cfg.activation",
+    "cfg.activation.name",
+    "cfg.objective",
+    "cfg.training",
+    "cfg.defense",
+)
+LAMBDA_KEYS = ("cfg.lambda", "cfg.lam", "cfg.penalty")
+
+
+def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+    return list(dict.fromkeys(r.get(key) for r in records))
+
+
+def guess_method_key(records: Sequence[Mapping[str, Any]]) -> str | tuple[str, ...]:
+    """ "cfg.method" when present, else the `METHOD_KEYS` that vary (joined in the label)."""
+    present = [k for k in METHOD_KEYS if any(k in r for r in records)]
+    if "cfg.method" in present:
+        return "cfg.method"
+    varying = [k for k in present if len(_distinct(records, k)) > 1]
+    if varying:
+        return varying[0] if len(varying) == 1 else tuple(varying)
+    if present:
+        return present[0]
+    cfg = sorted({k for r in records for k in r if k.startswith("cfg.")})
+    raise KeyError(f"cannot tell which config key names the method; pass method_key= from {cfg}")
+
+
+def _load(source: Any) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]], str]:
+    """Records, cell_id -> masking report, and a provenance line."""
+    if isinstance(source, (str, os.PathLike)):
+        with ResultStore(source) as store:
+            return _load(store)
+    if isinstance(source, ResultStore):
+        cells = source.cells()
+        masking = {
+            c.cell_id: c.extra["masking"] for c in cells if isinstance(c.extra.get("masking"), dict)
+        }
+        versions = sorted({f"{c.robustact_version} {c.git_commit or ''}".strip() for c in cells})
+        meta = f"{len(cells)} finished cells from {source.path.name}; code: {', '.join(versions)}"
+        return source.records(include_extra=True), masking, meta
+    records = [dict(r) for r in source]
+    return records, {}, f"{len(_distinct(records, 'cell_id'))} cells"
+
+
+def _summary_markdown(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
+    heads = [header(k) for k in group_keys] + ["Method", "ε", "Norm", "Clean", "Seed protocol"]
+    heads += ["Adaptive protocol", "Gap", "Masking verdict"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in rows:
+        nums = [r.clean, r.robust_seed, r.robust_adaptive, r.gap]
+        verdict = "not checked" if r.verdict is None else r.verdict.upper()
+        if r.flagged:
+            verdict += f" ({', '.join(r.flagged)})"
+        cells = [fmt_key(g) for g in r.group] + [r.method, fmt_key(r.eps), fmt_key(r.norm)]
+        cells = [markdown_escape(c) for c in cells]
+        cells += ["–" if v is None else f"{v:.2f}" for v in nums] + [markdown_escape(verdict)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _summary_csv(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        [
+            *group_keys,
+            "method",
+            "eps",
+            "norm",
+            "clean",
+            "robust_seed",
+            "robust_adaptive",
+            "gap",
+            "verdict",
+            "flagged",
+        ]
+    )
+    for r in rows:
+        nums = [r.eps, r.clean, r.robust_seed, r.robust_adaptive, r.gap]
+        e, c, s, a, g = ("" if v is None else repr(float(v)) for v in nums)
+        w.writerow(
+            [
+                *("" if v is None else v for v in r.group),
+                r.method,
+                e,
+                r.norm or "",
+                c,
+                s,
+                a,
+                g,
+                r.verdict or "",
+                ";".join(r.flagged),
+            ]
+        )
+    return buf.getvalue()
+
+
+def _eps_figures(rows: Sequence[SummaryRow]) -> dict[str, Figure]:
+    """Accuracy vs eps per group when at least two budgets were measured (clean at eps 0)."""
+    figs: dict[str, Figure] = {}
+    for grp in dict.fromkeys(r.group for r in rows):
+        sub = [r for r in rows if r.group == grp and r.eps is not None]
+        if len({r.eps for r in sub}) < 2:
+            continue
+        seed: dict[str, dict[float, float]] = {}
+        adaptive: dict[str, dict[float, float]] = {}
+        for r in sub:
+            for store, val in ((seed, r.robust_seed), (adaptive, r.robust_adaptive)):
+                if val is not None:
+                    pts = store.setdefault(r.method, {})
+                    pts[float(r.eps)] = val  # type: ignore[arg-type]
+                    if r.clean is not None:
+                        pts.setdefault(0.0, r.clean)
+        name = " / ".join(fmt_key(g) for g in grp)
+        if seed:
+            figs[f"Accuracy vs ε ({name})"] = plot_accuracy_vs_eps(seed, adaptive or None)
+    return figs
+
+
+def build_report(
+    source: Any,
+    out_dir: str | os.PathLike[str],
+    formats: Sequence[str] = FORMATS,
+    *,
+    method_key: str | Sequence[str] | None = None,
+    row_keys: Sequence[str] | None = None,
+    metric: str = "accuracy",
+    protocols: Sequence[str] | None = None,
+    lambda_key: str | None = None,
+    title: str = "robustact report",
+    alpha: float = 0.05,
+    figures: Mapping[str, Figure] | None = None,
+    dpi: int = 100,
+) -> dict[str, Path]:
+    """Writes the report files (each atomically: temp file + os.replace).
+
+    Args:
+        source: a `ResultStore`, the path of its SQLite file, or its `records()`.
+        out_dir: folder for the files (created).
+        formats: any of "md" (report.md), "tex" (report.tex), "csv" (records.csv,
+            summary.csv, table_<protocol>.csv), "html" (report.html, self-contained).
+        method_key: record key(s) naming the methods (default: `guess_method_key`).
+        row_keys: keys making a table row (default: dataset if recorded, attack, eps).
+        metric: the metric tabulated and ranked.
+        protocols: protocols to tabulate (default: all, "seed" then "adaptive" first).
+        lambda_key: config key of the penalty weight for an accuracy-vs-lambda plot
+            (default: the first of `LAMBDA_KEYS` that varies).
+        title: report title.
+        alpha: significance level of the statistics.
+        figures: extra figures (caption -> Figure), e.g. layer growth or cap trajectories.
+        dpi: resolution of the PNGs embedded in the HTML.
+
+    Returns:
+        Written paths by kind: "md", "tex", "html", "csv" (records), "csv:summary",
+        "csv:<protocol>".
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown report formats {bad}; choose from {FORMATS}")
+    records, masking, meta = _load(source)
+    if not records:
+        raise ValueError("no finished cells to report; run the experiment first")
+    mkey = method_key if method_key is not None else guess_method_key(records)
+    groups = [k for k in ("cfg.dataset",) if any(k in r for r in records)]
+    if row_keys is None:
+        row_keys = [*groups, "attack", "eps"]
+        if len({r.get("norm") for r in records if r.get("norm")}) > 1:
+            row_keys.append("norm")
+    present = _distinct(records, "protocol")
+    order = [p for p in ("seed", "adaptive") if p in present] + [
+        p for p in present if p not in ("seed", "adaptive")
+    ]
+    protos = list(protocols) if protocols is not None else order
+
+    tables: list[html_mod.ProtocolTable] = []
+    notes: list[str] = []
+    for p in protos:
+        try:
+            t: RankTable = rank_table(
+                pivot(
+                    records,
+                    method_key=mkey,
+                    row_keys=row_keys,
+                    where={"metric": metric, "protocol": p},
+                )
+            )
+        except ValueError as err:
+            notes.append(f"{p} protocol: {err}")
+            continue
+        caption = f"{metric} under the {p} protocol: score (rank); last row mean (average rank)"
+        tables.append(html_mod.ProtocolTable(p, t, statistics_text(t, alpha), caption))
+    rows = protocol_summary(
+        records, method_key=mkey, group_keys=groups, metric=metric, masking=masking
+    )
+
+    figs: dict[str, Figure] = {}
+    if "html" in formats:
+        figs.update(_eps_figures(rows))
+        lk = lambda_key or next(
+            (k for k in LAMBDA_KEYS if len({r.get(k) for r in records} - {None}) > 1), None
+        )
+        if lk is not None:
+            for p in protos:
+                ser = series_from_records(
+                    records,
+                    x_key=lk,
+                    group_key=[*groups, "attack"],
+                    where={"metric": metric, "protocol": p},
+                )
+                if ser:
+                    figs[f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"] = (
+                        plot_accuracy_vs_lambda(ser)
+                    )
+        for pt in tables:
+            if comparison(pt.table, alpha) is not None:
+                figs[f"Critical difference, {pt.protocol} protocol"] = plot_cd_diagram(
+                    pt.table, alpha=alpha
+                )
+        figs.update(figures or {})
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if "md" in formats:
+        md = [f"# {markdown_escape(title)}", "", markdown_escape(meta), ""]
+        md += ["## Seed protocol vs adaptive protocol", "", _summary_markdown(rows, groups)]
+        for pt in tables:
+            md += [f"## {markdown_escape(pt.protocol)} protocol", "", pt.caption, ""]
+            md += [to_markdown(pt.table), "```text", pt.stats, "```", ""]
+        md += [f"> {markdown_escape(n)}" for n in notes]
+        written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")
+    if "tex" in formats:
+        tex = [f"% {title} -- {meta}".replace("\n", " "), r"% needs \usepackage{booktabs}", ""]
+        for pt in tables:
+            tex.append(to_latex(pt.table, caption=pt.caption, label=f"tab:{_slug(pt.protocol)}"))
+            tex += [f"% {line}" for line in pt.stats.splitlines()] + [""]
+        written["tex"] = atomic_write_text(out / "report.tex", "\n".join(tex))
+    if "csv" in formats:
+        written["csv"] = atomic_write_text(out / "records.csv", records_to_csv_text(records))
+        written["csv:summary"] = atomic_write_text(out / "summary.csv", _summary_csv(rows, groups))
+        for pt in tables:
+            written[f"csv:{pt.protocol}"] = atomic_write_text(
+                out / f"table_{_slug(pt.protocol)}.csv", to_csv(pt.table)
+            )
+    if "html" in formats:
+        page = html_mod.render_html(
+            title=title,
+            meta=meta + ("; " + "; ".join(notes) if notes else ""),
+            summary=html_mod.summary_html(rows, groups),
+            protocol_tables=tables,
+            figures=figs,
+            dpi=dpi,
+        )
+        written["html"] = atomic_write_text(out / "report.html", page)
+    return written
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "protocol"
