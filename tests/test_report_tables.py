@@ -163,7 +163,7 @@ def test_protocol_summary_side_by_side() -> None:
         "S-ReLU-MNIST-0": {
             "verdict": "masked",
             "checks": [
-                {"check": "zero_grad_fraction", "flagged": True},
+                {"name": "zero_grad_fraction", "flagged": True},
                 {"check": "eps_monotone", "flagged": False},
             ],
         }
@@ -176,6 +176,16 @@ def test_protocol_summary_side_by_side() -> None:
     assert relu.robust_adaptive is None and relu.gap is None and relu.verdict == "not masked"
     levels = [
         verdict_level(v)
-        for v in ("masked", "likely masked", "not masked", "OK", "suspicious", None, "???")
+        for v in (
+            "masked",
+            "likely masked",
+            "not masked",
+            "OK",
+            "suspicious",
+            None,
+            "???",
+            "no evidence",
+            "suspect",
+        )
     ]
-    assert levels == ["bad", "bad", "good", "good", "warn", "unknown", "unknown"]
+    assert levels == ["bad", "bad", "good", "good", "warn", "unknown", "unknown", "good", "warn"]

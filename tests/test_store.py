@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -45,6 +46,15 @@ def test_cell_id_is_stable_and_canonical() -> None:
     assert cell_id({"lr": 1}) != cell_id({"lr": 1.0})  # as in JSON
     with pytest.raises(ValueError, match=r"config\['lr'\] is nan"):
         cell_id({"lr": float("nan")})
+
+    @dataclasses.dataclass
+    class Rep:
+        verdict: str
+        curve: tuple[tuple[float, float], ...]
+
+    assert canonical_json({"r": Rep("masked", ((0.1, 0.5),))}) == (
+        '{"r":{"curve":[[0.1,0.5]],"verdict":"masked"}}'
+    )
     with pytest.raises(TypeError, match="unsupported type object"):
         cell_id({"x": object()})
 

@@ -4,6 +4,7 @@ flattening for records, and atomic CSV writing (no SQLite here)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -115,6 +116,9 @@ def to_jsonable(obj: Any, where: str = "config", *, allow_nan: bool = False) -> 
         return out
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v, f"{where}[{i}]", allow_nan=allow_nan) for i, v in enumerate(obj)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # e.g. robustact.evaluate.masking.MaskingReport stored in a cell's extra
+        return to_jsonable(dataclasses.asdict(obj), where, allow_nan=allow_nan)
     if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
         return to_jsonable(obj.tolist(), where, allow_nan=allow_nan)
     raise TypeError(

@@ -62,7 +62,8 @@ def verdict_level(verdict: str | None) -> str:
         return "unknown"
     low = verdict.lower().replace("-", " ").replace("_", " ")
     words = set(low.replace(",", " ").replace(":", " ").split())
-    if "not masked" in low or "no masking" in low or words & _GOOD:
+    # "no evidence" is robustact.evaluate.masking's verdict when no check flags.
+    if any(p in low for p in ("not masked", "no masking", "no evidence")) or words & _GOOD:
         return "good"
     if words & _WARN:
         return "warn"
