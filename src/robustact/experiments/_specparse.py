@@ -1,0 +1,564 @@
+"""Section parsers of an experiment spec: each checks one part of the YAML document and
+returns plain, canonical config dicts, recording every problem (with its path in the file
+and, for names and keys, the closest match) instead of stopping at the first one."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from robustact.activations import list_activations
+from robustact.data import DATASETS, list_datasets
+from robustact.evaluate.protocol import Protocol, list_protocols
+from robustact.experiments import builders as B
+from robustact.models import list_models
+from robustact.surgery import ACTIVATION_TYPES
+from robustact.train import ConfigError, TrainConfig, list_objectives
+
+# numbers whose meaning fixes their range, whatever object takes them
+_RANGES: dict[str, tuple[str, float | None, bool, float | None, bool]] = {
+    # name: (kind, lo, lo_open, hi, hi_open); kind "num" or "int"
+    "max_value": ("num", 0.0, True, None, False),
+    "init_max": ("num", 0.0, True, None, False),
+    "alpha": ("num", 0.0, True, None, False),
+    "lam": ("num", 0.0, False, None, False),
+    "penalty": ("num", 0.0, False, None, False),
+    "beta": ("num", 0.0, False, None, False),
+    "eps": ("num", 0.0, False, None, False),
+    "step_size": ("num", 0.0, False, None, False),
+    "clean_weight": ("num", 0.0, False, 1.0, False),
+    "start_fraction": ("num", 0.0, True, 1.0, False),
+    "switch_fraction": ("num", 0.0, True, 1.0, True),
+    "val_fraction": ("num", 0.0, True, 1.0, True),
+    "negative_slope": ("num", None, False, None, False),
+    "steps": ("int", 1, False, None, False),
+    "restarts": ("int", 1, False, None, False),
+    "queries": ("int", 1, False, None, False),
+    "n_target_classes": ("int", 1, False, None, False),
+    "ramp_epochs": ("int", 1, False, None, False),
+    "switch_epoch": ("int", 1, False, None, False),
+    "width": ("int", 1, False, None, False),
+    "eot_samples": ("int", 1, False, None, False),
+    "repeats": ("int", 1, False, None, False),
+    "batch_size": ("int", 1, False, None, False),
+    "n": ("int", 1, False, None, False),
+    "size": ("int", 1, False, None, False),
+}
+
+#: TrainConfig fields a spec may not set (the grid, the runner or the CLI sets them).
+_RUNTIME_TRAINING = {
+    "seed": "set seeds in grid.seeds",
+    "device": "the runner chooses the device (run_spec(device=...))",
+    "progress": "the runner controls progress output",
+    "extra": "not settable from a spec",
+}
+
+
+def show(v: Any) -> str:
+    """A value as the user wrote it (strings quoted, YAML-like otherwise)."""
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def norm_name(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+@dataclass
+class Ctx:
+    """Collects error lines ``"<file>: <path>: <message>"``."""
+
+    source: str
+    errors: list[str] = field(default_factory=list)
+
+    def err(self, path: str, msg: str) -> None:
+        self.errors.append(f"{self.source}: {path or '<top>'}: {msg}")
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def mapping(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    if not isinstance(node, Mapping):
+        ctx.err(path, f"expected a mapping (key: value), got {show(node)}")
+        return None
+    return dict(node)
+
+
+def listing(node: Any, path: str, ctx: Ctx, *, empty_ok: bool = False) -> list[Any] | None:
+    if not isinstance(node, list):
+        ctx.err(path, f"expected a list, got {show(node)}")
+        return None
+    if not node and not empty_ok:
+        ctx.err(path, "expected a non-empty list")
+        return None
+    return node
+
+
+def check_keys(
+    node: Mapping[str, Any],
+    allowed: Sequence[str],
+    path: str,
+    ctx: Ctx,
+    required: Sequence[str] = (),
+    refuse: Mapping[str, str] | None = None,
+) -> bool:
+    """Unknown keys (with a close match) and missing required keys; True when clean."""
+    ok = True
+    for k in node:
+        if refuse and k in refuse:
+            ctx.err(join(path, str(k)), f"cannot be set here: {refuse[k]}")
+            ok = False
+        elif k not in allowed:
+            hint = suggest(str(k), allowed)
+            ctx.err(join(path, str(k)), f"unknown key{hint} (allowed: {', '.join(allowed)})")
+            ok = False
+    for r in required:
+        if r not in node:
+            ctx.err(path, f'missing required key "{r}"')
+            ok = False
+    return ok
+
+
+def lookup(value: Any, names: Sequence[str], kind: str, path: str, ctx: Ctx) -> str | None:
+    """The registered spelling of ``value`` among ``names`` (case and -/_ insensitive)."""
+    if not isinstance(value, str):
+        ctx.err(path, f"expected a {kind} name (a string), got {show(value)}")
+        return None
+    table = {norm_name(n): n for n in names}
+    hit = table.get(norm_name(value))
+    if hit is None:
+        hint = suggest(value, names)
+        ctx.err(path, f"unknown {kind} {show(value)}{hint} (known: {', '.join(names)})")
+    return hit
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def number(
+    v: Any,
+    path: str,
+    ctx: Ctx,
+    kind: str = "num",
+    lo: float | None = None,
+    lo_open: bool = False,
+    hi: float | None = None,
+    hi_open: bool = False,
+) -> Any:
+    """A checked number (float for "num", int for "int"), or None after an error."""
+    ok = _is_num(v) and (kind == "num" or isinstance(v, int))
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if ok:
+        return float(v) if kind == "num" else int(v)
+    what = "a number" if kind == "num" else "an integer"
+    if lo is not None and hi is not None:
+        rng = f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        rng = f" {'>' if lo_open else '>='} {lo:g}"
+    else:
+        rng = ""
+    ctx.err(path, f"expected {what}{rng}, got {show(v)}")
+    return None
+
+
+def ranged(name: str, v: Any, path: str, ctx: Ctx) -> Any:
+    kind, lo, lo_open, hi, hi_open = _RANGES[name]
+    return number(v, path, ctx, kind, lo, lo_open, hi, hi_open)
+
+
+def typed_value(name: str, v: Any, param: inspect.Parameter | None, path: str, ctx: Ctx) -> Any:
+    """Check ``v`` against the range table or the parameter's default type; canonical form."""
+    if v is None and param is not None and param.default is None:
+        return None
+    if name in _RANGES:
+        if v is None and param is not None and param.default is None:
+            return None
+        return ranged(name, v, path, ctx)
+    default = None if param is None else param.default
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            ctx.err(path, f"expected true or false, got {show(v)}")
+        return v
+    if isinstance(default, int):
+        return number(v, path, ctx, "int")
+    if isinstance(default, float):
+        return number(v, path, ctx, "num")
+    if isinstance(default, str) and not isinstance(v, str):
+        ctx.err(path, f"expected a string, got {show(v)}")
+    return v
+
+
+def kwargs_against(
+    node: Mapping[str, Any],
+    params: Mapping[str, inspect.Parameter],
+    path: str,
+    ctx: Ctx,
+    *,
+    extra_allowed: Sequence[str] = (),
+    refuse: Mapping[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """Check keyword arguments against a signature: unknown keys, missing required ones,
+    and value types; returns canonical values or None after an error."""
+    n0 = len(ctx.errors)
+    allowed = [*params, *extra_allowed]
+    refuse = refuse or {}
+    allowed = [k for k in allowed if k not in refuse]
+    required = [
+        n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in refuse
+    ]
+    check_keys(node, allowed, path, ctx, required=required, refuse=refuse)
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k in params and k not in refuse:
+            out[k] = typed_value(k, v, params[k], join(path, k), ctx)
+        elif k in extra_allowed:
+            out[k] = v
+    return None if len(ctx.errors) > n0 else out
+
+
+# --------------------------------------------------------------------------- grid entries
+
+
+def named(node: Any, path: str, ctx: Ctx) -> tuple[Any, dict[str, Any]] | None:
+    """A grid entry written as ``name`` or ``{name: ..., **options}``."""
+    if isinstance(node, str):
+        return node, {}
+    m = mapping(node, path, ctx)
+    if m is None:
+        return None
+    if "name" not in m:
+        ctx.err(path, 'missing required key "name"')
+        return None
+    name = m.pop("name")
+    return name, m
+
+
+def _name_path(node: Any, path: str) -> str:
+    return join(path, "name") if isinstance(node, Mapping) else path
+
+
+def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    got = named(node, path, ctx)
+    if got is None:
+        return None
+    name = lookup(got[0], list_datasets(), "dataset", _name_path(node, path), ctx)
+    if name is None:
+        return None
+    params = {
+        k: p for k, p in B.callable_params(DATASETS.get(name)).items() if k not in ("root", "split")
+    }
+    refuse = {
+        "root": "set data_root at the top of the spec (paths are not part of a cell's id)",
+        "split": "cells train on the train split (80/20 train/val) and evaluate on test",
+    }
+    kw = kwargs_against(got[1], params, path, ctx, refuse=refuse)
+    return None if kw is None else {"name": name, **kw}
+
+
+def model_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    got = named(node, path, ctx)
+    if got is None:
+        return None
+    name = lookup(got[0], list_models(), "model", _name_path(node, path), ctx)
+    if name is None:
+        return None
+    refuse = {
+        "num_classes": "set from the dataset",
+        "in_channels": "set from the dataset",
+        "input_size": "set from the dataset",
+        "act_layer": "activations come from grid.activations",
+        "act_layers": "activations come from grid.activations (use where: to place one)",
+    }
+    params = B.model_builder_params(name)
+    kw = kwargs_against(got[1], params, path, ctx, refuse=refuse)
+    return None if kw is None else {"name": name, **kw}
+
+
+def _where(v: Any, path: str, ctx: Ctx) -> Any:
+    if isinstance(v, bool):
+        ctx.err(path, f"expected an index, index list, name pattern or {{type: ...}}, got {v}")
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        return list(v)
+    if isinstance(v, str) and v:
+        if v.startswith("re:"):
+            try:
+                re.compile(v[3:])
+            except re.error as e:
+                ctx.err(path, f"bad regular expression {show(v[3:])}: {e}")
+                return None
+        return v
+    if isinstance(v, Mapping) and set(v) == {"type"}:
+        known = [*list_activations(), *(t.__name__ for t in ACTIVATION_TYPES)]
+        t = lookup(v["type"], sorted(set(known)), "activation type", join(path, "type"), ctx)
+        return None if t is None else {"type": t}
+    ctx.err(
+        path,
+        f'expected an index, a list of indices, a name pattern ("act2", "layer*.act", '
+        f'"re:...") or {{type: relu}}, got {show(v)}',
+    )
+    return None
+
+
+def activation_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    got = named(node, path, ctx)
+    if got is None:
+        return None
+    name = lookup(got[0], list_activations(), "activation", _name_path(node, path), ctx)
+    if name is None:
+        return None
+    opts = dict(got[1])
+    n0 = len(ctx.errors)
+    cfg: dict[str, Any] = {"name": name}
+    if "where" in opts:
+        cfg["where"] = _where(opts["where"], join(path, "where"), ctx)
+    if "insert" in opts:
+        ins = opts["insert"]
+        places = ["before_output", "after_input"]
+        if ins not in places:
+            ctx.err(join(path, "insert"), f"expected one of {', '.join(places)}, got {show(ins)}"
+                    + (suggest(ins, places) if isinstance(ins, str) else ""))  # fmt: skip
+        cfg["insert"] = ins
+    if "width" in opts:
+        if "insert" not in opts:
+            ctx.err(join(path, "width"), "width applies only with insert: (the new layer's width)")
+        cfg["width"] = ranged("width", opts["width"], join(path, "width"), ctx)
+    if "where" in opts and "insert" in opts:
+        ctx.err(path, "give either where: (replace existing activations) or insert: (add a "
+                "layer), not both")  # fmt: skip
+    params = {
+        k: p
+        for k, p in B.callable_params(B.activation_class(name)).items()
+        if k not in ("num_features", "generator", "inplace")
+    }
+    args = {k: v for k, v in opts.items() if k not in B.PLACEMENT_KEYS}
+    kw = kwargs_against(args, params, path, ctx, extra_allowed=())
+    if kw is not None and len(ctx.errors) == n0:
+        try:
+            B.activation_factory(name, kw)()
+        except (ValueError, TypeError) as e:
+            ctx.err(path, str(e))
+    if len(ctx.errors) > n0 or kw is None:
+        return None
+    return {**cfg, **kw}
+
+
+def attack_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    got = named(node, path, ctx)
+    if got is None:
+        return None
+    names = B.attack_names(training=True)
+    name = lookup(got[0], names, "attack", _name_path(node, path), ctx)
+    if name is None:
+        return None
+    cls = B.TRAIN_ONLY_ATTACKS.get(name) or B.ATTACKS.get(name)
+    kw = kwargs_against(got[1], B.callable_params(cls), path, ctx)
+    if kw is None:
+        return None
+    cfg = {"name": name, **kw}
+    try:
+        B.build_attack(cfg)
+    except (ValueError, TypeError) as e:
+        ctx.err(path, str(e))
+        return None
+    return cfg
+
+
+_OBJ_EXTRA = ("penalty",)
+
+
+def objective_entry(node: Any, path: str, ctx: Ctx, depth: int = 0) -> dict[str, Any] | None:
+    got = named(node, path, ctx)
+    if got is None:
+        return None
+    names = [*list_objectives(), "two_phase"]
+    name = lookup(got[0], names, "objective", _name_path(node, path), ctx)
+    if name is None:
+        return None
+    opts = dict(got[1])
+    n0 = len(ctx.errors)
+    cfg: dict[str, Any] = {"name": name}
+    if "penalty" in opts:
+        cfg["penalty"] = ranged("penalty", opts.pop("penalty"), join(path, "penalty"), ctx)
+    if name == "two_phase":
+        if depth:
+            ctx.err(path, "two_phase cannot be nested inside another two_phase")
+            return None
+        allowed = ["first", "second", "switch_epoch", "switch_fraction", "penalty"]
+        check_keys(opts, allowed, path, ctx, required=["second"])
+        if "switch_epoch" in opts and "switch_fraction" in opts:
+            ctx.err(path, "give switch_epoch or switch_fraction, not both")
+        for k in ("first", "second"):
+            if k in opts:
+                cfg[k] = objective_entry(opts[k], join(path, k), ctx, depth + 1)
+        for k in ("switch_epoch", "switch_fraction"):
+            if k in opts:
+                cfg[k] = ranged(k, opts[k], join(path, k), ctx)
+    elif name == "adversarial":
+        check_keys(opts, ["attack", "clean_weight", "penalty"], path, ctx, required=["attack"])
+        if "attack" in opts:
+            cfg["attack"] = attack_entry(opts["attack"], join(path, "attack"), ctx)
+        if "clean_weight" in opts:
+            cfg["clean_weight"] = ranged("clean_weight", opts["clean_weight"],
+                                         join(path, "clean_weight"), ctx)  # fmt: skip
+    else:
+        from robustact.train import OBJECTIVES
+
+        params = B.callable_params(OBJECTIVES.get(name))
+        refuse = {"make_attack": "not settable from YAML (hybrid uses 7-step training PGD)"}
+        kw = kwargs_against(opts, params, path, ctx, refuse=refuse)
+        cfg.update(kw or {})
+    if len(ctx.errors) > n0:
+        return None
+    try:
+        B.build_objective(cfg, epochs=10**6)
+    except (ValueError, TypeError, KeyError) as e:
+        ctx.err(path, str(e))
+        return None
+    return cfg
+
+
+# --------------------------------------------------------------------------- other sections
+
+
+def protocol_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    builtin = list_protocols()
+    if isinstance(node, str):
+        name = lookup(node, builtin, "protocol", path, ctx)
+        return None if name is None else {"name": name}
+    m = mapping(node, path, ctx)
+    if m is None:
+        return None
+    n0 = len(ctx.errors)
+    if "attacks" not in m:
+        check_keys(m, ["name"], path, ctx, required=["name"])
+        name = lookup(m.get("name"), builtin, "protocol", join(path, "name"), ctx)
+        return None if name is None or len(ctx.errors) > n0 else {"name": name}
+    allowed = ["name", "attacks", "cascade", "eot_samples", "repeats"]
+    check_keys(m, allowed, path, ctx, required=["name"])
+    name = m.get("name")
+    if not isinstance(name, str) or not name:
+        ctx.err(join(path, "name"), f"expected a name for the custom protocol, got {show(name)}")
+    elif norm_name(name) in {norm_name(b) for b in builtin}:
+        ctx.err(join(path, "name"), f"{show(name)} is a built-in protocol; give your attack "
+                "list another name")  # fmt: skip
+    cfg: dict[str, Any] = {"name": name}
+    if "cascade" in m and not isinstance(m["cascade"], bool):
+        ctx.err(join(path, "cascade"), f"expected true or false, got {show(m['cascade'])}")
+    for k in ("eot_samples", "repeats"):
+        if k in m:
+            cfg[k] = ranged(k, m[k], join(path, k), ctx)
+    if "cascade" in m:
+        cfg["cascade"] = m["cascade"]
+    attacks = listing(m.get("attacks"), join(path, "attacks"), ctx)
+    entries: list[dict[str, Any]] = []
+    known = B.attack_names()
+    options = ["attack", "label", "bpda", "eot", "own_threat"]
+    for i, item in enumerate(attacks or []):
+        ip = join(join(path, "attacks"), i)
+        im = mapping(item, ip, ctx)
+        if im is None:
+            continue
+        if "attack" not in im:
+            ctx.err(ip, 'missing required key "attack"')
+            continue
+        att = lookup(im["attack"], known, "attack", join(ip, "attack"), ctx)
+        if att is None:
+            continue
+        params = B.callable_params(B.ATTACKS.get(att))
+        refuse = {} if im.get("own_threat") else {
+            "eps": "the protocol's eps (evaluation.eps) is used; set own_threat: true to keep one",
+            "norm": "the protocol's norm (evaluation.norm) is used",
+        }  # fmt: skip
+        rest = {k: v for k, v in im.items() if k not in options}
+        p2 = {k: p for k, p in params.items() if k not in ("eot",)}
+        kw = kwargs_against(rest, p2, ip, ctx, refuse=refuse)
+        if kw is not None:
+            entries.append({**{k: im[k] for k in options if k in im}, "attack": att, **kw})
+    if len(ctx.errors) > n0:
+        return None
+    try:
+        proto = Protocol.from_spec(entries, eps=0.1, name=str(name))
+        import torch
+
+        for e in proto.entries:
+            e.build(torch.nn.Linear(1, 2), 0.1, "Linf", 1)
+    except (ValueError, TypeError) as e:
+        ctx.err(path, str(e))
+        return None
+    cfg["attacks"] = entries
+    return cfg
+
+
+def _ann_is_float(ann: Any) -> bool:
+    s = str(ann)
+    return "float" in s and "int" not in s
+
+
+def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    """Checked TrainConfig fields (canonical types) plus ``val_fraction``."""
+    m = mapping(node, path, ctx)
+    if m is None:
+        return None
+    tfields = {f.name: f for f in fields(TrainConfig)}
+    allowed = [k for k in tfields if k not in _RUNTIME_TRAINING] + list(B.EXTRA_TRAINING_KEYS)
+    n0 = len(ctx.errors)
+    check_keys(m, allowed, path, ctx, refuse=_RUNTIME_TRAINING)
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        if k == "val_fraction":
+            out[k] = ranged(k, v, join(path, k), ctx)
+            continue
+        if k not in allowed or k in _RUNTIME_TRAINING:
+            continue
+        if k in ("betas", "milestones") and isinstance(v, list):
+            v = tuple(v)
+        try:
+            TrainConfig(**{k: v})
+        except ConfigError as e:
+            if f"TrainConfig.{k} " in str(e):
+                ctx.err(join(path, k), str(e).split(" is invalid: ", 1)[-1] + f", got {show(m[k])}")
+                continue
+        except TypeError as e:
+            ctx.err(join(path, k), str(e))
+            continue
+        if _ann_is_float(tfields[k].type) and _is_num(v):
+            v = float(v)
+        elif k == "betas":
+            v = [float(b) for b in v]
+        elif k == "milestones":
+            v = list(v)
+        out[k] = v
+    if len(ctx.errors) > n0:
+        return None
+    try:
+        B.build_train_config(out, 0)
+    except ConfigError as e:
+        hit = re.match(r"TrainConfig\.(\w+) = .* is invalid: (.*)", str(e))
+        where = join(path, hit.group(1)) if hit else path
+        ctx.err(where, hit.group(2) if hit else str(e))
+        return None
+    return out

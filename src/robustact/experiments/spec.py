@@ -1,0 +1,459 @@
+"""Experiment specs: a validated YAML grid that expands into cells with stable ids.
+
+A spec is a grid of datasets x models x activations (with their placement) x training
+objectives x seeds, trained with one training block and evaluated under one or more
+protocols at given radii. Example (every key is documented in ``recipes/README.md``)::
+
+    name: capped-mlp
+    grid:
+      datasets: [mnist_t10k]
+      models: [{name: mlp_general}]
+      activations:
+        - relu                                       # every activation of the model
+        - {name: srelu, max_value: 0.01, where: act2} # surgery match: index(es), glob, {type:}
+        - {name: drelu, insert: before_output, width: 256}
+      objectives:
+        - natural
+        - {name: drelu_penalty, lam: 0.001}
+        - {name: adversarial, attack: {name: training_pgd, eps: 0.1, steps: 7}}
+        - {name: trades, beta: 6, eps: 0.1}
+        - {name: two_phase, second: {name: pgd_at, eps: 0.1}, switch_fraction: 0.5}
+      seeds: [0, 1, 2]
+      exclude: [{activation: relu, objective: drelu_penalty}]
+    training: {epochs: 50, batch_size: 128, optimizer: adam, lr: 0.001, schedule: plateau}
+    evaluation: {protocols: [seed, adaptive], eps: [0.05, 0.1], norm: linf, n: 1000}
+    quick:                                           # --quick: small data, few epochs
+      grid: {datasets: [digits], seeds: [0]}
+      training: {epochs: 2}
+      evaluation: {fast: true, n: 200}
+
+:func:`load_spec` checks the whole file before any work starts and raises one
+:class:`SpecError` listing every problem, one line each, as ``file: path: message``
+(with the closest known name or key where one is near).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustact.attacks.threat import canonical_norm
+from robustact.experiments import _speccheck as C
+from robustact.experiments import _specparse as P
+from robustact.experiments.records import canonical_json, cell_id
+
+__all__ = ["Cell", "Entry", "Evaluation", "Grid", "Spec", "SpecError", "load_spec", "parse_spec"]
+
+#: Validation fraction of every cell's train/val split unless ``training.val_fraction`` says.
+DEFAULT_VAL_FRACTION = 0.2
+
+#: What ``--quick`` does to a spec that has no ``quick:`` block.
+DEFAULT_QUICK: dict[str, Any] = {"training": {"epochs": 2}, "evaluation": {"fast": True, "n": 500}}
+
+_GRID_KEYS = ("datasets", "models", "activations", "objectives", "seeds", "exclude")
+_EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size")
+_TOP_KEYS = ("name", "description", "grid", "training", "evaluation", "quick", "output_dir",
+             "data_root")  # fmt: skip
+_EXCLUDE_AXES = ("dataset", "model", "activation", "objective", "seed")
+
+
+class SpecError(ValueError):
+    """An experiment spec is invalid; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One value of a grid axis: its canonical config and where it is written."""
+
+    config: dict[str, Any]
+    path: str
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def label(self) -> str:
+        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
+        args = [f"{k}={v}" for k, v in self.config.items() if k not in ("name", "where", "insert")]
+        text = self.name + (f"({', '.join(args)})" if args else "")
+        if "where" in self.config:
+            text += f"@{self.config['where']}"
+        if "insert" in self.config:
+            text += f"+{self.config['insert']}"
+        return text
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The axes of a spec (``exclude`` drops combinations by name)."""
+
+    datasets: tuple[Entry, ...]
+    models: tuple[Entry, ...]
+    activations: tuple[Entry, ...]
+    objectives: tuple[Entry, ...]
+    seeds: tuple[int, ...]
+    exclude: tuple[dict[str, Any], ...] = ()
+
+    def live(self) -> list[tuple[int, int, int, int, int]]:
+        """Index tuples (dataset, model, activation, objective, seed) of the kept cells."""
+        out = []
+        for idx in itertools.product(
+            range(len(self.datasets)), range(len(self.models)), range(len(self.activations)),
+            range(len(self.objectives)), range(len(self.seeds)),
+        ):  # fmt: skip
+            d, m, a, o, s = idx
+            vals = {
+                "dataset": self.datasets[d].name, "model": self.models[m].name,
+                "activation": self.activations[a].name, "objective": self.objectives[o].name,
+                "seed": self.seeds[s],
+            }  # fmt: skip
+            if not any(all(vals[k] == v for k, v in rule.items()) for rule in self.exclude):
+                out.append(idx)
+        return out
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How every cell is evaluated: each protocol at each eps (under ``norm``)."""
+
+    protocols: tuple[Entry, ...]
+    eps: tuple[float, ...]
+    norm: str = "Linf"
+    n: int | None = None
+    fast: bool = False
+    masking: bool = True
+    batch_size: int = 500
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "protocols": [p.config for p in self.protocols], "eps": list(self.eps),
+            "norm": self.norm, "n": self.n, "fast": self.fast, "masking": self.masking,
+            "batch_size": self.batch_size,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: ``config`` is plain JSON; ``cell_id`` its store hash."""
+
+    cell_id: str
+    config: dict[str, Any]
+    label: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated experiment spec (see the module docstring)."""
+
+    name: str
+    source: str
+    grid: Grid
+    training: dict[str, Any]
+    evaluation: Evaluation
+    description: str = ""
+    output_dir: Path | None = None
+    data_root: Path | None = None
+    quick: dict[str, Any] | None = field(default=None, repr=False)
+
+    def resolved(self, quick: bool = False) -> Spec:
+        """This spec, or with its ``quick:`` overrides applied (``DEFAULT_QUICK`` if none)."""
+        if not quick:
+            return self
+        q = self.quick or _default_quick(self)
+        grid = dataclasses.replace(self.grid, **q.get("grid", {}))
+        evaluation = dataclasses.replace(self.evaluation, **q.get("evaluation", {}))
+        training = {**self.training, **q.get("training", {})}
+        return dataclasses.replace(self, grid=grid, evaluation=evaluation, training=training)
+
+    def cells(self, quick: bool = False) -> list[Cell]:
+        """The expanded grid, in axis order (datasets, models, activations, objectives,
+        seeds); with ``quick`` the quick overrides apply."""
+        spec = self.resolved(quick)
+        g = spec.grid
+        training = {"val_fraction": DEFAULT_VAL_FRACTION, **spec.training}
+        out = []
+        for d, m, a, o, s in g.live():
+            cfg = {
+                "dataset": g.datasets[d].config, "model": g.models[m].config,
+                "activation": g.activations[a].config, "objective": g.objectives[o].config,
+                "seed": g.seeds[s], "training": training, "evaluation": spec.evaluation.config(),
+            }  # fmt: skip
+            label = "/".join([g.datasets[d].label, g.models[m].label, g.activations[a].label,
+                              g.objectives[o].label, f"seed{g.seeds[s]}"])  # fmt: skip
+            out.append(Cell(cell_id(cfg), cfg, label))
+        return out
+
+
+def _default_quick(spec: Spec) -> dict[str, Any]:
+    epochs = min(int(spec.training.get("epochs", 10)), DEFAULT_QUICK["training"]["epochs"])
+    return {"training": {"epochs": epochs}, "evaluation": dict(DEFAULT_QUICK["evaluation"])}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate a YAML spec (``yaml.safe_load`` only).
+
+    Raises:
+        SpecError: every problem in the file, one line each.
+    """
+    p = Path(path)
+    src = os.fspath(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError([f"{src}: cannot read the spec: {e.strerror or e}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError([f"{src}: {where}invalid YAML: {problem}"]) from None
+    return parse_spec(data, source=src, base_dir=p.parent)
+
+
+def parse_spec(
+    data: Any, source: str = "<spec>", base_dir: str | os.PathLike[str] | None = None
+) -> Spec:
+    """Validate a spec given as a mapping (as ``yaml.safe_load`` returns it).
+
+    Args:
+        data: the document.
+        source: file name used in error lines.
+        base_dir: folder that relative ``output_dir``/``data_root`` are resolved against
+            (default: the working directory).
+    """
+    ctx = P.Ctx(source)
+    top = P.mapping(data, "", ctx)
+    if top is None:
+        raise SpecError(ctx.errors)
+    P.check_keys(top, _TOP_KEYS, "", ctx, required=("name", "grid", "evaluation"))
+    name = top.get("name")
+    if "name" in top and (not isinstance(name, str) or not name.strip()):
+        ctx.err("name", f"expected a non-empty string, got {P.show(name)}")
+    desc = top.get("description", "")
+    if not isinstance(desc, str):
+        ctx.err("description", f"expected a string, got {P.show(desc)}")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    dirs: dict[str, Path | None] = {}
+    for key in ("output_dir", "data_root"):
+        v = top.get(key)
+        if v is not None and not (isinstance(v, str) and v):
+            ctx.err(key, f"expected a path (a string), got {P.show(v)}")
+            v = None
+        dirs[key] = None if v is None else base / Path(v).expanduser()
+    grid = _grid(top["grid"], "grid", ctx, partial=False) if "grid" in top else {}
+    training = P.training_section(top.get("training", {}), "training", ctx) or {}
+    ev = _evaluation(top["evaluation"], "evaluation", ctx, False) if "evaluation" in top else {}
+    quick = _quick(top["quick"], "quick", ctx, top.get("grid")) if "quick" in top else None
+    axes = ("datasets", "models", "activations", "objectives", "seeds")
+    if not all(grid.get(k) for k in axes):
+        raise SpecError(ctx.errors or [f"{source}: the spec has no valid grid/evaluation"])
+    spec = Spec(
+        name=str(name), source=source, grid=Grid(**grid), training=training,
+        evaluation=Evaluation(**{"protocols": (), "eps": (), **ev}), description=str(desc),
+        output_dir=dirs["output_dir"], data_root=dirs["data_root"], quick=quick,
+    )  # fmt: skip
+    # combinations are checked on the entries that parsed, so one run reports everything
+    C.check_combinations(spec, ctx)
+    if quick is not None:
+        qctx = P.Ctx(source)
+        C.check_combinations(spec.resolved(True), qctx)
+        seen = set(ctx.errors)
+        ctx.errors += [f"{e} (with the quick: overrides)" for e in qctx.errors if e not in seen]
+    if ctx.errors or not (spec.evaluation.protocols and spec.evaluation.eps):
+        raise SpecError(list(dict.fromkeys(ctx.errors)) or [f"{source}: nothing to evaluate"])
+    return spec
+
+
+# --------------------------------------------------------------------------- sections
+
+
+_ENTRY_PARSERS = {
+    "datasets": P.dataset_entry,
+    "models": P.model_entry,
+    "activations": P.activation_entry,
+    "objectives": P.objective_entry,
+}
+
+_GRID_DEFAULTS: dict[str, Any] = {
+    "activations": (Entry({"name": "relu"}, "grid.activations"),),
+    "objectives": (Entry({"name": "natural"}, "grid.objectives"),),
+    "seeds": (0,),
+    "exclude": (),
+}
+
+
+def _written_names(node: Any) -> dict[str, list[Any]]:
+    """Names as written on each axis of a grid node (valid or not), for exclude rules."""
+    out: dict[str, list[Any]] = {axis: [] for axis in _EXCLUDE_AXES}
+    if not isinstance(node, Mapping):
+        return out
+    for axis in _EXCLUDE_AXES:
+        items = node.get(axis + "s")
+        for item in items if isinstance(items, list) else []:
+            out[axis].append(item.get("name") if isinstance(item, Mapping) else item)
+    return out
+
+
+def _check_exclude(
+    rules: list[dict[str, Any]],
+    path: str,
+    names: dict[str, list[Any]],
+    broken: set[str],
+    ctx: P.Ctx,
+) -> None:
+    for i, rule in enumerate(rules):
+        for axis, v in rule.items():
+            if axis not in broken and v not in names[axis]:
+                known = [str(n) for n in dict.fromkeys(names[axis])]
+                ctx.err(
+                    f"{path}[{i}].{axis}",
+                    f"{P.show(v)} matches no {axis} of the grid{P.suggest(str(v), known)} "
+                    f"(grid has: {', '.join(known)})",
+                )
+
+
+def _grid(node: Any, path: str, ctx: P.Ctx, partial: bool, base: Any = None) -> dict[str, Any]:
+    m = P.mapping(node, path, ctx)
+    if m is None:
+        return {}
+    P.check_keys(m, _GRID_KEYS, path, ctx, required=() if partial else ("datasets", "models"))
+    out: dict[str, Any] = {} if partial else dict(_GRID_DEFAULTS)
+    broken: set[str] = set()  # axes with a bad entry: exclude rules there may name it
+    for key, parse in _ENTRY_PARSERS.items():
+        if key not in m:
+            continue
+        n0 = len(ctx.errors)
+        kp = P.join(path, key)
+        entries: list[Entry] = []
+        seen: dict[str, str] = {}
+        for i, item in enumerate(P.listing(m[key], kp, ctx) or []):
+            ip = P.join(kp, i)
+            cfg = parse(item, ip, ctx)
+            if cfg is None:
+                continue
+            canon = canonical_json(cfg)
+            if canon in seen:
+                ctx.err(ip, f"duplicate of {seen[canon]} (it would repeat the same cells)")
+                continue
+            seen[canon] = ip
+            entries.append(Entry(cfg, ip))
+        out[key] = tuple(entries)
+        if len(ctx.errors) > n0:
+            broken.add(key[:-1])
+    if "seeds" in m:
+        seeds: list[int] = []
+        for i, s in enumerate(P.listing(m["seeds"], P.join(path, "seeds"), ctx) or []):
+            sp = P.join(P.join(path, "seeds"), i)
+            v = P.number(s, sp, ctx, "int", 0)
+            if v is not None and v in seeds:
+                ctx.err(sp, f"duplicate seed {v}")
+            elif v is not None:
+                seeds.append(v)
+        out["seeds"] = tuple(seeds)
+    if "exclude" in m:
+        rules = []
+        ep = P.join(path, "exclude")
+        for i, r in enumerate(P.listing(m["exclude"], ep, ctx, empty_ok=True) or []):
+            rm = P.mapping(r, P.join(ep, i), ctx)
+            if rm is not None and rm and P.check_keys(rm, _EXCLUDE_AXES, P.join(ep, i), ctx):
+                rules.append(rm)
+            elif rm == {}:
+                ctx.err(P.join(ep, i), "an empty rule would exclude every cell")
+        names = _written_names(m)
+        for axis, more in _written_names(base).items():
+            names[axis] += more
+        _check_exclude(rules, ep, names, broken, ctx)
+        out["exclude"] = tuple(rules)
+    return out
+
+
+def _evaluation(node: Any, path: str, ctx: P.Ctx, partial: bool) -> dict[str, Any]:
+    m = P.mapping(node, path, ctx)
+    if m is None:
+        return {}
+    P.check_keys(m, _EVAL_KEYS, path, ctx, required=() if partial else ("eps",))
+    out: dict[str, Any] = {}
+    if "protocols" in m or not partial:
+        kp = P.join(path, "protocols")
+        raw = m.get("protocols", ["seed", "adaptive"])
+        entries: list[Entry] = []
+        for i, item in enumerate(P.listing(raw, kp, ctx) or []):
+            cfg = P.protocol_entry(item, P.join(kp, i), ctx)
+            if cfg is None:
+                continue
+            if any(e.name == cfg["name"] for e in entries):
+                ctx.err(P.join(kp, i), f"protocol {P.show(cfg['name'])} is listed twice")
+                continue
+            entries.append(Entry(cfg, P.join(kp, i)))
+        out["protocols"] = tuple(entries)
+    if "eps" in m:
+        raw_eps = m["eps"] if isinstance(m["eps"], list) else [m["eps"]]
+        ep = P.join(path, "eps")
+        eps: list[float] = []
+        if not raw_eps:
+            ctx.err(ep, "expected a number >= 0 or a non-empty list of them")
+        for i, e in enumerate(raw_eps):
+            v = P.ranged("eps", e, P.join(ep, i) if isinstance(m["eps"], list) else ep, ctx)
+            if v is not None and v in eps:
+                ctx.err(P.join(ep, i), f"duplicate eps {v:g}")
+            elif v is not None:
+                eps.append(v)
+        out["eps"] = tuple(eps)
+    if "norm" in m:
+        try:
+            out["norm"] = canonical_norm(str(m["norm"]))
+        except ValueError:
+            ctx.err(P.join(path, "norm"), f"expected linf or l2, got {P.show(m['norm'])}")
+    if "n" in m:
+        out["n"] = None if m["n"] is None else P.ranged("n", m["n"], P.join(path, "n"), ctx)
+    if "batch_size" in m:
+        out["batch_size"] = P.ranged("batch_size", m["batch_size"], P.join(path, "batch_size"), ctx)
+    for k in ("fast", "masking"):
+        if k in m:
+            if not isinstance(m[k], bool):
+                ctx.err(P.join(path, k), f"expected true or false, got {P.show(m[k])}")
+            out[k] = bool(m[k])
+    return out
+
+
+def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] | None:
+    m = P.mapping(node, path, ctx)
+    if m is None:
+        return None
+    P.check_keys(m, ("grid", "training", "evaluation"), path, ctx)
+    out: dict[str, Any] = {}
+    if "grid" in m:
+        out["grid"] = _grid(m["grid"], P.join(path, "grid"), ctx, True, base=base_grid)
+    if "training" in m:
+        out["training"] = P.training_section(m["training"], P.join(path, "training"), ctx) or {}
+    if "evaluation" in m:
+        out["evaluation"] = _evaluation(m["evaluation"], P.join(path, "evaluation"), ctx, True)
+    return out
+
+
+def spec_summary(spec: Spec, quick: bool = False) -> Mapping[str, Any]:
+    """Counts per axis and the number of cells (for ``robustact run --dry-run``)."""
+    s = spec.resolved(quick)
+    g = s.grid
+    return {
+        "name": s.name, "datasets": len(g.datasets), "models": len(g.models),
+        "activations": len(g.activations), "objectives": len(g.objectives),
+        "seeds": len(g.seeds), "cells": len(g.live()),
+        "protocols": [p.name for p in s.evaluation.protocols], "eps": list(s.evaluation.eps),
+    }  # fmt: skip
