@@ -52,8 +52,8 @@ def test_square_output_in_threat_model(
     digits: Digits, digits_mlp: nn.Module, norm: str, eps: float
 ) -> None:
     _, _, x, y = digits
-    x, y = x[:120], y[:120]
-    atk = Square(eps=eps, norm=norm, queries=60, restarts=2, seed=0)
+    x, y = x[:80], y[:80]
+    atk = Square(eps=eps, norm=norm, queries=40, restarts=2, seed=0)
     x_adv = atk(digits_mlp, x, y)
     d = (x_adv - x).flatten(1)
     dist = d.abs().amax(dim=1) if norm == "Linf" else d.norm(dim=1)
@@ -63,11 +63,11 @@ def test_square_output_in_threat_model(
     assert torch.equal(atk.last_success, _fooled(digits_mlp, x_adv, y))
     # the clean check plus at most `queries` per restart
     assert int(atk.last_queries.min()) >= 1
-    assert int(atk.last_queries.max()) <= 1 + 2 * 60
+    assert int(atk.last_queries.max()) <= 1 + 2 * 40
     # points the attack leaves unbroken spent the whole budget
     robust = ~atk.last_success
     assert bool(robust.any())
-    assert bool((atk.last_queries[robust] == 1 + 2 * 60).all())
+    assert bool((atk.last_queries[robust] == 1 + 2 * 40).all())
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.3), ("L2", 2.0)])
@@ -134,24 +134,25 @@ class _NoisyLogits(nn.Module):
 
 def test_square_eot_decides_on_averaged_logits(digits: Digits, digits_mlp: nn.Module) -> None:
     _, _, x, y = digits
-    x, y = x[:100], y[:100]
-    keep = ~_fooled(digits_mlp, x, y)
-    x, y = x[keep], y[keep]
+    x, y = x[:120], y[:120]
     with torch.no_grad():
         z = digits_mlp(x)
-    sigma = float((z.max(1).values - z.topk(2).values[:, 1]).median())
+    gap = z.gather(1, y[:, None]).squeeze(1) - z.scatter(1, y[:, None], -math.inf).amax(1)
+    sigma = float(gap[gap > 0].median())
+    keep = gap >= sigma  # margins >= sigma: 5.7 sd of the 32-pass averaged noise
+    x, y = x[keep], y[keep]
     noisy = _NoisyLogits(digits_mlp, sigma)
     # at a negligible eps only noise can "fool": single passes are fooled by chance,
-    # 64-pass averages (noise / 8) almost never
-    one = Square(eps=1e-3, queries=20, seed=0)
+    # 32-pass averages (noise sd sigma / 5.7) essentially never
+    one = Square(eps=1e-3, queries=15, seed=0)
     one(noisy, x, y)
-    avg = Square(eps=1e-3, queries=20, eot=64, seed=0)
+    avg = Square(eps=1e-3, queries=15, eot=32, seed=0)
     noisy.calls = 0
     avg(noisy, x, y)
     assert one.last_success is not None and avg.last_success is not None
-    assert float(one.last_success.float().mean()) > 0.3
-    assert float(avg.last_success.float().mean()) < 0.05
-    assert noisy.calls % 64 == 0  # every query is a full EOT average
+    assert float(one.last_success.float().mean()) > 0.2
+    assert float(avg.last_success.float().mean()) < 0.02
+    assert noisy.calls % 32 == 0  # every query is a full EOT average
 
 
 def test_square_rejects_bad_arguments(digits: Digits, digits_mlp: nn.Module) -> None:
@@ -169,8 +170,10 @@ def test_square_rejects_bad_arguments(digits: Digits, digits_mlp: nn.Module) -> 
 # --------------------------------------------------------------------------- CW
 def test_cw_fools_nearly_all_with_small_distortion(digits: Digits, digits_mlp: nn.Module) -> None:
     _, _, x, y = digits
-    x, y = x[:150], y[:150]
-    atk = CW(steps=100, binary_search_steps=5)
+    x, y = x[:60], y[:60]
+    one = CW(c=1.0, steps=100, binary_search_steps=1)
+    one(digits_mlp, x, y)
+    atk = CW(c=1.0, steps=100, binary_search_steps=3)
     x_adv = atk(digits_mlp, x, y)
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     assert atk.last_success is not None and atk.last_distortion is not None
@@ -185,31 +188,23 @@ def test_cw_fools_nearly_all_with_small_distortion(digits: Digits, digits_mlp: n
     assert 0.0 < atk.last_mean_distortion < 1.0
     assert atk.last_mean_distortion == pytest.approx(float(dist[ok].mean()), rel=1e-5)
     json.dumps(atk.describe())  # unbounded eps reported as null, not inf
-
-
-def test_cw_binary_search_never_increases_distortion(digits: Digits, digits_mlp: nn.Module) -> None:
-    _, _, x, y = digits
-    x, y = x[:100], y[:100]
-    one = CW(c=1.0, steps=60, binary_search_steps=1)
-    one(digits_mlp, x, y)
-    many = CW(c=1.0, steps=60, binary_search_steps=4)
-    many(digits_mlp, x, y)
-    assert one.last_distortion is not None and many.last_distortion is not None
-    # the first search step is the single run, and the best is kept over all steps
-    assert bool((many.last_distortion <= one.last_distortion + 1e-6).all())
+    # binary search: its first step is the single run and the best is kept over all
+    # steps, so no point gets worse, and bisecting c lowers the mean distortion
+    assert one.last_distortion is not None
+    assert bool((atk.last_distortion <= one.last_distortion + 1e-6).all())
     both = torch.isfinite(one.last_distortion)
-    assert float(many.last_distortion[both].mean()) < 0.9 * float(one.last_distortion[both].mean())
+    assert float(atk.last_distortion[both].mean()) < 0.97 * float(one.last_distortion[both].mean())
 
 
 def test_cw_with_eps_stays_inside_and_counts_only_inside(
     digits: Digits, digits_mlp: nn.Module
 ) -> None:
     _, _, x, y = digits
-    x, y = x[:100], y[:100]
-    free = CW(steps=60, binary_search_steps=3)
+    x, y = x[:60], y[:60]
+    free = CW(steps=100, binary_search_steps=1)
     free(digits_mlp, x, y)
-    eps = 0.4
-    bounded = CW(steps=60, binary_search_steps=3, eps=eps)
+    eps = 0.6
+    bounded = CW(steps=100, binary_search_steps=1, eps=eps)
     x_adv = bounded(digits_mlp, x, y)
     assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-6
     assert bounded.last_success is not None and free.last_distortion is not None
@@ -238,13 +233,20 @@ def test_extra_attacks_are_registered() -> None:
 
 
 # --------------------------------------------------------------------------- zero-gradient PGD
-def _capped_mlp(digits: Digits, act: nn.Module) -> nn.Module:
+@pytest.fixture(scope="module")
+def srelu_mlp(digits: Digits) -> nn.Module:
+    """MLP 64-64-32-10 with S-ReLU (m = 0.01) on the second hidden layer."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), act, nn.Linear(32, 10)
+        nn.Flatten(),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 32),
+        SReLU(0.01),
+        nn.Linear(32, 10),
     )
     x, y, _, _ = digits
-    return train_quick(model, x, y, epochs=15)
+    return train_quick(model, x, y, epochs=10)
 
 
 def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -256,9 +258,9 @@ def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 @pytest.mark.parametrize(("norm", "eps", "step"), [("Linf", 0.3, 0.01), ("L2", math.inf, 0.1)])
 def test_zerograd_finds_flat_points_under_srelu(
-    digits: Digits, norm: str, eps: float, step: float
+    digits: Digits, srelu_mlp: nn.Module, norm: str, eps: float, step: float
 ) -> None:
-    model = _capped_mlp(digits, SReLU(0.01))
+    model = srelu_mlp
     _, _, x, y = digits
     atk = ZeroGradPGD(eps=eps, steps=50, step_size=step, norm=norm)
     res = atk.run(model, x, y)
