@@ -1,0 +1,308 @@
+"""Run one experiment cell: data, model, objective, training, evaluation, store.
+
+``run_cell(config)`` does the work and returns what to store; ``execute_cell(config,
+store_path)`` wraps it for workers: claim the cell in the store, run it, and commit its
+metrics in one transaction (or record the error, so the other cells carry on).
+
+Metric rows (``protocol, attack, metric, value, eps, norm``):
+
+* ``(<protocol>, "clean", "accuracy", v, None, None)`` and its Wilson interval and
+  per-class rows (``accuracy_ci_low``, ``accuracy/class_3``), once per protocol;
+* ``(<protocol>, "worst", "accuracy", v, eps, norm)``: the worst case over the protocol,
+  with ``accuracy_ci_*``, ``robustness_gap``, ``success_rate``, ``mean_max_prob``, ...;
+* ``(<protocol>, <attack label>, "accuracy" | "cumulative_accuracy" | ..., v, eps, norm)``;
+* ``("masking", "checks", <check> | <check>/flagged | verdict, v, eps, norm)`` and
+  ``("masking", <attack>, "accuracy", ...)`` from the masking report;
+* ``("training", "final", "loss" | "val_loss" | "val_acc" | "epochs" | "seconds", v)``.
+
+Accuracies are fractions in [0, 1], as :class:`~robustact.evaluate.EvalResult` gives them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustact.data import load_dataset, train_val_split
+from robustact.evaluate import EvalResult, Protocol, evaluate, get_protocol
+from robustact.experiments import builders as B
+from robustact.experiments.records import MetricRow, cell_id
+from robustact.experiments.store import ResultStore
+
+__all__ = [
+    "CellOutput",
+    "CellResult",
+    "build_protocol",
+    "execute_cell",
+    "load_cell_model",
+    "metric_rows_of",
+    "run_cell",
+]
+
+_VERDICT_ORDER = ("no evidence", "suspect", "masked")
+
+
+@dataclass
+class CellOutput:
+    """What a finished cell stores: metric rows, extra JSON and the checkpoint path."""
+
+    metrics: list[MetricRow]
+    extra: dict[str, Any]
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """How one cell ended in a worker: "done", "failed" or "skipped" (done or claimed)."""
+
+    cell_id: str
+    status: str
+    error: str | None = None
+    seconds: float = 0.0
+    label: str = ""
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - t0
+        return now
+
+
+def build_protocol(entry: Mapping[str, Any], eps: float, norm: str, fast: bool) -> Protocol:
+    """A built-in protocol by name or a spec's custom attack list, at (eps, norm)."""
+    if "attacks" not in entry:
+        return get_protocol(str(entry["name"]), eps=eps, norm=norm, fast=fast)
+    opts = {k: entry[k] for k in ("cascade", "eot_samples", "repeats") if k in entry}
+    return Protocol.from_spec(
+        list(entry["attacks"]), eps=eps, norm=norm, name=str(entry["name"]), fast=fast, **opts
+    )
+
+
+def metric_rows_of(result: EvalResult, *, with_clean: bool) -> list[MetricRow]:
+    """Store rows of one evaluation (see the module docstring for the naming)."""
+    proto, eps, norm = result.protocol, result.eps, result.norm
+    rows: list[MetricRow] = []
+    for name, v in result.metrics().items():
+        if name.startswith("clean_acc"):
+            if with_clean:
+                rows.append(MetricRow(proto, "clean", "accuracy" + name[len("clean_acc") :], v))
+        elif name.startswith("attack/"):
+            _, label, metric = name.split("/", 2)
+            metric = metric.replace("cumulative_acc", "cumulative_accuracy")
+            metric = "accuracy" + metric[3:] if metric.startswith("acc") else metric
+            rows.append(MetricRow(proto, label, metric, v, eps, norm))
+        elif name.startswith("robust_acc"):
+            rows.append(
+                MetricRow(proto, "worst", "accuracy" + name[len("robust_acc") :], v, eps, norm)
+            )
+        else:
+            rows.append(MetricRow(proto, "worst", name.removeprefix("adv_"), v, eps, norm))
+    return rows
+
+
+def _masking(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, fast: bool,
+    seed: int,
+) -> tuple[list[MetricRow], dict[str, Any]]:  # fmt: skip
+    try:
+        from robustact.evaluate.masking import masking_report
+    except ImportError as e:  # the masking report is optional until it lands
+        return [], {"eps": eps, "skipped": f"masking report unavailable: {e}"}
+    rep = masking_report(model, x, y, eps=eps, norm=norm, fast=fast, seed=seed)
+    rows = []
+    for name, v in rep.metrics().items():
+        parts = name.split("/")
+        if len(parts) >= 3 and parts[1] == "acc":
+            rows.append(MetricRow("masking", "/".join(parts[2:]), "accuracy", v, eps, norm))
+        else:
+            rows.append(MetricRow("masking", "checks", "/".join(parts[1:]), v, eps, norm))
+    return rows, rep.to_dict()
+
+
+def run_cell(
+    config: Mapping[str, Any],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> CellOutput:
+    """Train and evaluate one cell (see :meth:`robustact.experiments.spec.Spec.cells`).
+
+    Args:
+        config: the cell's config (plain JSON).
+        data_root: folder holding the datasets (None: the readers' default roots).
+        output_dir: checkpoints go to ``output_dir/<cell id>/model.safetensors`` (the
+            per-epoch training state in ``.../train`` lets a killed cell resume); None: no
+            checkpoint.
+        device: where to train and evaluate ("cpu", "cuda:0"; None: CPU).
+        progress: show the training progress bar.
+    Returns:
+        :class:`CellOutput`.
+    """
+    from robustact.train import fit, save_checkpoint
+
+    t = _Timer()
+    t0 = time.perf_counter()
+    cid = cell_id(config)
+    seed = int(config["seed"])
+    training = config["training"]
+    ds_cfg = dict(config["dataset"])
+    name = str(ds_cfg.pop("name"))
+    root = None if data_root is None else os.fspath(data_root)
+    full = load_dataset(name, root=root, split="train", **ds_cfg)
+    test = load_dataset(name, root=root, split="test", **ds_cfg)
+    train, val = train_val_split(full, float(training.get("val_fraction", 0.2)), seed)
+    t0 = t.lap("data", t0)
+    dev = torch.device(device or "cpu")
+    devices = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # leave the caller's RNG as it was
+        torch.manual_seed(seed)
+        example = train.tensors()[0][:8]
+        model = B.build_model(
+            config["model"], config["activation"], full.input_shape, full.num_classes,
+            example_input=example,
+        ).to(dev)  # fmt: skip
+        tcfg = B.build_train_config(training, seed, progress=progress, device=str(dev))
+        objective = B.build_objective(config["objective"], tcfg.epochs)
+        cell_dir = None if output_dir is None else Path(output_dir) / cid
+        history = fit(
+            model, objective, train, tcfg, val_data=val,
+            checkpoint_dir=None if cell_dir is None else cell_dir / "train",
+            resume=cell_dir is not None,
+        )  # fmt: skip
+    t0 = t.lap("train", t0)
+    ckpt = None
+    if cell_dir is not None:
+        ckpt = save_checkpoint(
+            cell_dir / "model.safetensors", model, objective=objective, config=tcfg,
+            history=history,
+            extra={"cell": dict(config), "cell_id": cid, "input_shape": list(full.input_shape),
+                   "num_classes": full.num_classes},
+        )  # fmt: skip
+        shutil.rmtree(cell_dir / "train", ignore_errors=True)  # only needed to resume
+    model.eval()
+    ev = config["evaluation"]
+    x, y = test.tensors()
+    if ev.get("n"):
+        x, y = x[: ev["n"]], y[: ev["n"]]
+    rows: list[MetricRow] = []
+    evals: dict[str, Any] = {}
+    for proto_cfg in ev["protocols"]:
+        for i, eps in enumerate(ev["eps"]):
+            proto = build_protocol(proto_cfg, float(eps), ev["norm"], bool(ev["fast"]))
+            res = evaluate(model, x.to(dev), y.to(dev), protocol=proto,
+                           batch_size=int(ev["batch_size"]), seed=seed)  # fmt: skip
+            rows += metric_rows_of(res, with_clean=i == 0)
+            evals[f"{proto.name}@{eps:g}"] = res.to_dict()
+    t0 = t.lap("evaluate", t0)
+    masking: list[dict[str, Any]] = []
+    if ev.get("masking", True):
+        m = min(len(y), 200)
+        for eps in ev["eps"]:
+            mrows, rep = _masking(model, x[:m].to(dev), y[:m].to(dev), float(eps), ev["norm"],
+                                  bool(ev["fast"]), seed)  # fmt: skip
+            rows += mrows
+            masking.append(rep)
+    t.lap("masking", t0)
+    last = history.last if len(history) else {}
+    for key in ("loss", "val_loss", "val_acc"):
+        if isinstance(last.get(key), float):
+            rows.append(MetricRow("training", "final", key, last[key]))
+    rows.append(MetricRow("training", "final", "epochs", float(len(history))))
+    rows.append(MetricRow("training", "final", "seconds", t.seconds["train"]))
+    extra: dict[str, Any] = {
+        "history": history.to_dict()["records"],
+        "stopped_early": history.stopped_early,
+        "timings": t.seconds,
+        "evaluations": evals,
+        "n_train": len(train), "n_val": len(val), "n_test": len(y),
+        "device": str(dev),
+        "checkpoint": None if ckpt is None else str(ckpt),
+    }  # fmt: skip
+    if masking:
+        extra["masking"] = _summarise_masking(masking)
+    return CellOutput(rows, extra, None if ckpt is None else str(ckpt))
+
+
+def load_cell_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a cell's trained model from its checkpoint, activation placement included.
+
+    ``robustact.train.load_checkpoint`` alone rebuilds the model from ``create_model``'s
+    config, which does not know about surgery (``where:``/``insert:``); the sidecar of a
+    cell checkpoint also holds the cell config, which does.
+
+    Returns:
+        ``(model in eval mode, sidecar dict)``.
+    """
+    from robustact.train import load_checkpoint, read_sidecar
+
+    extra = read_sidecar(path).get("extra") or {}
+    if "cell" not in extra:
+        raise ValueError(f"{path} is not a cell checkpoint (its sidecar has no cell config)")
+    cell = extra["cell"]
+    c, h, w = (int(v) for v in extra["input_shape"])
+    model = B.build_model(cell["model"], cell["activation"], (c, h, w), int(extra["num_classes"]))
+    return load_checkpoint(path, model)
+
+
+def _summarise_masking(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The most severe report's verdict and checks on top, every eps's report below."""
+    done = [r for r in reports if "verdict" in r]
+    if not done:
+        return {"verdict": None, "by_eps": reports}
+    worst = max(done, key=lambda r: _VERDICT_ORDER.index(r["verdict"]))
+    return {
+        "verdict": worst["verdict"], "reason": worst.get("reason"), "eps": worst.get("eps"),
+        "checks": worst.get("checks"), "by_eps": reports,
+    }  # fmt: skip
+
+
+def execute_cell(
+    config: Mapping[str, Any],
+    store_path: str | os.PathLike[str],
+    *,
+    owner: str,
+    spec_name: str | None = None,
+    label: str = "",
+    data_root: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+) -> CellResult:
+    """Claim, run and commit one cell; a raising cell is recorded as failed, not raised.
+
+    The store is opened only to claim and to commit, so no connection is held for the
+    hours a cell may take.
+    """
+    cid = cell_id(config)
+    with ResultStore(store_path) as store:
+        if not store.claim(config, owner=owner, spec=spec_name):
+            return CellResult(cid, "skipped", label=label)
+    start = time.time()
+    try:
+        out = run_cell(config, data_root=data_root, output_dir=output_dir, device=device)
+    except Exception as e:  # any failure of the cell's own work: record it, carry on
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+        msg = f"{type(e).__name__}: {e}{where}"
+        with ResultStore(store_path) as store:
+            store.fail_cell(config, msg, spec=spec_name)
+        return CellResult(cid, "failed", msg, time.time() - start, label)
+    with ResultStore(store_path) as store:
+        store.put_cell(
+            config, out.metrics, spec=spec_name, started_at=start, checkpoint=out.checkpoint,
+            extra=out.extra,
+        )  # fmt: skip
+    return CellResult(cid, "done", None, time.time() - start, label)
