@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ from robustact.train import (
 )
 
 Digits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from 2 threads; on a loaded 2-core box OpenMP waits cost 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def mlp() -> nn.Sequential:
@@ -177,3 +187,11 @@ def test_resume_with_changed_config_fails(tmp_path: Path, digits: Digits) -> Non
     # more epochs is fine
     h = fit(mlp(), Natural(), (x, y), cfg.replace(epochs=2), checkpoint_dir=tmp_path, resume=True)
     assert h["epoch"] == [0, 1]
+
+
+def test_fresh_run_refuses_a_used_checkpoint_dir(tmp_path: Path, digits: Digits) -> None:
+    x, y, _, _ = digits
+    cfg = TrainConfig(epochs=2, progress=False)
+    fit(mlp(), Natural(), (x, y), cfg, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="already holds a run"):
+        fit(mlp(), Natural(), (x, y), cfg, checkpoint_dir=tmp_path)

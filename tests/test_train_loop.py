@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,9 +20,19 @@ from robustact.train import (
     TrainConfig,
     build_optimizer,
     fit,
+    get_objective,
 )
 
 Digits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from 2 threads; on a loaded 2-core box OpenMP waits cost 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def mlp(act: nn.Module | None = None, hidden: int = 32) -> nn.Sequential:
@@ -231,3 +243,50 @@ def test_progress_bar_runs(digits: Digits) -> None:
     x, y, _, _ = digits
     h = fit(mlp(), Natural(), (x[:200], y[:200]), TrainConfig(epochs=1, progress=True))
     assert len(h) == 1
+
+
+def test_validation_robust_accuracy_under_cheap_attack(digits: Digits) -> None:
+    x, y, xt, yt = digits
+    cfg = quiet(epochs=2, lr=1e-2, val_attack="fgsm", val_eps=0.2)
+    h = fit(mlp(), Natural(), (x, y), cfg, val_data=(xt, yt))
+    for r in h.records:
+        assert 0.0 <= r["val_robust_acc"] < r["val_acc"] - 0.2  # FGSM at 0.2 hurts a lot
+    h = fit(mlp(), Natural(), (x, y), cfg.replace(val_attack="pgd", val_steps=3), val_data=(xt, yt))
+    assert h.last["val_robust_acc"] < h.last["val_acc"]
+
+
+def test_robustact_datasets_train(digits: Digits) -> None:
+    data = pytest.importorskip("robustact.data")
+    ds = data.load_dataset("digits", split="train")
+    train, val = data.train_val_split(ds, 0.2, 0)
+    h = fit(mlp(), Natural(), train, quiet(epochs=2, lr=1e-2), val_data=val)
+    assert h.last["val_acc"] > 0.8
+
+
+def test_lazy_caps_are_materialised_before_the_optimiser(digits: Digits) -> None:
+    x, y, _, _ = digits
+    model = mlp(DReLU(init_max=4.0))
+    h = fit(model, get_objective("drelu_penalty", lam=0.1), (x, y), quiet(epochs=1))
+    stats = h.last["caps"]["2"]
+    assert model[2].max_value.shape == (32,) and stats["max"] < 4.0  # the caps trained
+    json.dumps(h.to_dict())  # the history is plain JSON
+
+
+def test_fit_leaves_global_rng_untouched(digits: Digits) -> None:
+    x, y, _, _ = digits
+    model = mlp()  # (seeds torch itself)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(model, Natural(), (x[:100], y[:100]), quiet(epochs=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_caps_are_clamped_at_min_cap(digits: Digits) -> None:
+    """A huge cap lr with a strong penalty would push caps below zero; min_cap stops that."""
+    x, y, _, _ = digits
+    for min_cap, below in ((0.0, False), (None, True)):
+        model = mlp(DReLU(32, init_max=0.5))
+        cfg = quiet(epochs=1, cap_lr=1.0, min_cap=min_cap)
+        fit(model, get_objective("drelu_penalty", lam=10.0), (x, y), cfg)
+        assert bool((model[2].max_value < 0).any()) is below

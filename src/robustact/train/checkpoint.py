@@ -292,7 +292,8 @@ def save_training_state(
     side = stem.with_suffix(".json")
     atomic_write(side, json.dumps(meta, indent=1, allow_nan=False).encode())
     # prune only after the new sidecar is committed, so a crash always leaves one whole state
-    for old in sorted(d.glob("epoch_*.json"))[:-keep]:
+    older = [p for p in sorted(d.glob("epoch_*.json")) if p.name < side.name]
+    for old in older[: max(0, len(older) - (keep - 1))]:
         for f in (old, old.with_suffix(".safetensors"), old.with_suffix(".optim.safetensors")):
             f.unlink(missing_ok=True)
     return side

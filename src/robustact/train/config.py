@@ -62,6 +62,8 @@ class TrainConfig:
         gamma: "piecewise" factor in (0, 1].
         onecycle_pct_start: fraction of the OneCycle cycle spent warming up, in (0, 1).
         cap_lr: learning rate of the D-ReLU caps' own parameter group (None: DEFAULT_CAP_LR).
+        min_cap: after every step, D-ReLU caps are clamped to at least this value (a negative
+            cap makes the unit output a negative constant); None: no clamping.
         early_stopping: stop after this many epochs without improvement of the monitored loss
             (validation loss when validation data is given, else training loss); None: off.
         min_delta: an improvement must exceed this to reset the early-stopping counter.
@@ -89,6 +91,7 @@ class TrainConfig:
     gamma: float = 0.1
     onecycle_pct_start: float = 0.3
     cap_lr: float | None = None
+    min_cap: float | None = 0.0
     early_stopping: int | None = None
     min_delta: float = 0.0
     max_grad_norm: float | None = None
@@ -205,6 +208,8 @@ class TrainConfig:
         num("onecycle_pct_start", 0.0, 1.0, True, True)
         if self.cap_lr is not None:
             num("cap_lr", 0.0, math.inf, False, True)
+        if self.min_cap is not None:
+            num("min_cap", 0.0, math.inf, False, True)
         if self.early_stopping is not None:
             pos_int("early_stopping")
         num("min_delta", 0.0, math.inf, False, True)

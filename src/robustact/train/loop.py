@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact.activations import cap_parameters
 from robustact.surgery import find_caps
 from robustact.train._batches import Batches, epoch_seed
 from robustact.train.checkpoint import (
@@ -155,7 +156,7 @@ def _progress(enabled: bool, total_epochs: int) -> Iterator[Any]:
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
     )  # fmt: skip
-    with Progress(*cols, transient=False) as bar:
+    with Progress(*cols, transient=False, refresh_per_second=4) as bar:
         yield bar
 
 
@@ -217,6 +218,11 @@ def fit(
             f"objective {objective.name!r} spans {expected} epochs but config.epochs = "
             f"{config.epochs}; make them equal"
         )
+    if checkpoint_dir is not None and not resume and latest_training_state(checkpoint_dir):
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir} already holds a run's state; pass resume=True to "
+            "continue it or use an empty directory"
+        )
     if resume and not train.exact_order:
         warnings.warn(
             "resuming with a user DataLoader: its order is not restored, so the result will "
@@ -241,7 +247,8 @@ def fit(
     if start >= config.epochs or history.stopped_early:
         return history
 
-    devices = [device] if device.type == "cuda" else []
+    # fit seeds torch per epoch; fork_rng gives the caller back the RNG state it had
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices), _progress(config.progress, config.epochs) as bar:
         task = None if bar is None else bar.add_task("epoch", total=len(train), metrics="")
         for epoch in range(start, config.epochs):
@@ -295,8 +302,10 @@ def _run_epoch(
     objective.on_epoch_start(epoch, config.epochs)
     lrs = current_lrs(optimizer)  # the rates this epoch starts with
     model.train()
-    sums: dict[str, Tensor] = {}
-    n_seen = 0
+    caps = list(cap_parameters(model)) if config.min_cap is not None else []
+    # per-batch values are only appended (no arithmetic, no device sync) and reduced once
+    seen: dict[str, list[Tensor | float]] = {"loss": []}
+    sizes: list[int] = []
     every = max(1, len(train) // 20)  # refresh the bar ~20 times per epoch (each syncs)
     if bar is not None:
         bar.reset(task, total=len(train), description=f"epoch {epoch + 1}/{config.epochs}")
@@ -308,18 +317,18 @@ def _run_epoch(
         if config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
+        if caps:
+            with torch.no_grad():  # projected step: keep caps in their meaningful range
+                for c in caps:
+                    c.clamp_(min=config.min_cap)
         schedule.after_batch()
-        b = y.shape[0]
-        n_seen += b
-        for k, v in (("loss", loss.detach()), *metrics.items()):
-            v = torch.as_tensor(v, device=device, dtype=torch.float32) * b
-            sums[k] = sums[k] + v if k in sums else v
-        if bar is not None:
-            bar.update(task, advance=1)
-            if (i + 1) % every == 0:
-                bar.update(task, metrics=_fmt({k: float(s) / n_seen for k, s in sums.items()}))
-    record: dict[str, Any] = {"epoch": epoch}
-    record.update({k: float(s) / max(n_seen, 1) for k, s in sums.items()})
+        sizes.append(y.shape[0])
+        seen["loss"].append(loss.detach())
+        for k, v in metrics.items():
+            seen.setdefault(k, []).append(v)
+        if bar is not None and (i + 1) % every == 0:
+            bar.update(task, completed=i + 1, metrics=_fmt(_means(seen, sizes)))
+    record: dict[str, Any] = {"epoch": epoch, **_means(seen, sizes)}
     if not math.isfinite(record["loss"]):
         raise FloatingPointError(
             f"training loss became {record['loss']} in epoch {epoch}; lower config.lr or set "
@@ -341,8 +350,23 @@ def _run_epoch(
         shown: dict[str, Any] = {
             k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record
         }
-        bar.update(task, metrics=_fmt(shown))
+        bar.update(task, completed=len(train), metrics=_fmt(shown))
     return record
+
+
+def _means(seen: dict[str, list[Tensor | float]], sizes: list[int]) -> dict[str, float]:
+    """Batch-size-weighted means of the per-batch values (one device sync per key)."""
+    out = {}
+    for k, vals in seen.items():
+        if not vals:
+            continue
+        dev = next((x.device for x in vals if isinstance(x, Tensor)), torch.device("cpu"))
+        v = torch.stack(
+            [torch.as_tensor(x, device=dev).detach().double().reshape(()) for x in vals]
+        )
+        w = torch.tensor(sizes[: len(vals)], dtype=torch.float64, device=dev)
+        out[k] = float((v * w).sum() / w.sum())
+    return out
 
 
 def _resume(
