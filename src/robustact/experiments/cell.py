@@ -40,10 +40,13 @@ from robustact.experiments.store import ResultStore
 __all__ = [
     "CellOutput",
     "CellResult",
+    "PreparedCell",
     "build_protocol",
     "execute_cell",
+    "finish_cell",
     "load_cell_model",
     "metric_rows_of",
+    "prepare_cell",
     "run_cell",
 ]
 
@@ -131,6 +134,62 @@ def _masking(
     return rows, rep.to_dict()
 
 
+@dataclass
+class PreparedCell:
+    """A cell ready to train: its data, model, objective and TrainConfig."""
+
+    config: Mapping[str, Any]
+    cell_id: str
+    seed: int
+    train: Any  # ImageDataset
+    val: Any
+    test: Any
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    model: torch.nn.Module
+    objective: Any  # Objective
+    train_config: Any  # TrainConfig
+    device: torch.device
+    timer: _Timer = field(default_factory=_Timer)
+    t0: float = 0.0
+
+
+def prepare_cell(
+    config: Mapping[str, Any],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> PreparedCell:
+    """Load the cell's data (seeded 80/20 train/val split), build its model (seeded, with
+    the activation placed) on ``device``, its objective and TrainConfig."""
+    t = _Timer()
+    t0 = time.perf_counter()
+    seed = int(config["seed"])
+    training = config["training"]
+    ds_cfg = dict(config["dataset"])
+    name = str(ds_cfg.pop("name"))
+    root = None if data_root is None else os.fspath(data_root)
+    full = load_dataset(name, root=root, split="train", **ds_cfg)
+    test = load_dataset(name, root=root, split="test", **ds_cfg)
+    train, val = train_val_split(full, float(training.get("val_fraction", 0.2)), seed)
+    t0 = t.lap("data", t0)
+    dev = torch.device(device or "cpu")
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)  # same init in every process, caller's RNG untouched
+        model = B.build_model(
+            config["model"], config["activation"], full.input_shape, full.num_classes,
+            example_input=train.tensors()[0][:8],
+        ).to(dev)  # fmt: skip
+    tcfg = B.build_train_config(training, seed, progress=progress, device=str(dev))
+    objective = B.build_objective(config["objective"], tcfg.epochs)
+    shape = (int(full.input_shape[0]), int(full.input_shape[1]), int(full.input_shape[2]))
+    return PreparedCell(
+        config, cell_id(config), seed, train, val, test, shape, int(full.num_classes), model,
+        objective, tcfg, dev, t, time.perf_counter(),
+    )  # fmt: skip
+
+
 def run_cell(
     config: Mapping[str, Any],
     *,
@@ -152,50 +211,41 @@ def run_cell(
     Returns:
         :class:`CellOutput`.
     """
-    from robustact.train import fit, save_checkpoint
+    from robustact.train import fit
 
-    t = _Timer()
-    t0 = time.perf_counter()
-    cid = cell_id(config)
-    seed = int(config["seed"])
-    training = config["training"]
-    ds_cfg = dict(config["dataset"])
-    name = str(ds_cfg.pop("name"))
-    root = None if data_root is None else os.fspath(data_root)
-    full = load_dataset(name, root=root, split="train", **ds_cfg)
-    test = load_dataset(name, root=root, split="test", **ds_cfg)
-    train, val = train_val_split(full, float(training.get("val_fraction", 0.2)), seed)
-    t0 = t.lap("data", t0)
-    dev = torch.device(device or "cpu")
-    devices = [dev] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # leave the caller's RNG as it was
-        torch.manual_seed(seed)
-        example = train.tensors()[0][:8]
-        model = B.build_model(
-            config["model"], config["activation"], full.input_shape, full.num_classes,
-            example_input=example,
-        ).to(dev)  # fmt: skip
-        tcfg = B.build_train_config(training, seed, progress=progress, device=str(dev))
-        objective = B.build_objective(config["objective"], tcfg.epochs)
-        cell_dir = None if output_dir is None else Path(output_dir) / cid
-        history = fit(
-            model, objective, train, tcfg, val_data=val,
-            checkpoint_dir=None if cell_dir is None else cell_dir / "train",
-            resume=cell_dir is not None,
-        )  # fmt: skip
-    t0 = t.lap("train", t0)
+    prep = prepare_cell(config, data_root=data_root, device=device, progress=progress)
+    cell_dir = None if output_dir is None else Path(output_dir) / prep.cell_id
+    history = fit(
+        prep.model, prep.objective, prep.train, prep.train_config, val_data=prep.val,
+        checkpoint_dir=None if cell_dir is None else cell_dir / "train",
+        resume=cell_dir is not None,
+    )  # fmt: skip
+    return finish_cell(prep, history, output_dir)
+
+
+def finish_cell(
+    prep: PreparedCell, history: Any, output_dir: str | os.PathLike[str] | None
+) -> CellOutput:
+    """After training: save the checkpoint, evaluate under every protocol and eps, run the
+    masking report, and gather the metric rows and extra JSON."""
+    from robustact.train import save_checkpoint
+
+    t = prep.timer
+    t0 = t.lap("train", prep.t0)
+    model, dev, seed = prep.model, prep.device, prep.seed
     ckpt = None
-    if cell_dir is not None:
+    if output_dir is not None:
+        cell_dir = Path(output_dir) / prep.cell_id
         ckpt = save_checkpoint(
-            cell_dir / "model.safetensors", model, objective=objective, config=tcfg,
-            history=history,
-            extra={"cell": dict(config), "cell_id": cid, "input_shape": list(full.input_shape),
-                   "num_classes": full.num_classes},
+            cell_dir / "model.safetensors", model, objective=prep.objective,
+            config=prep.train_config, history=history,
+            extra={"cell": dict(prep.config), "cell_id": prep.cell_id,
+                   "input_shape": list(prep.input_shape), "num_classes": prep.num_classes},
         )  # fmt: skip
         shutil.rmtree(cell_dir / "train", ignore_errors=True)  # only needed to resume
     model.eval()
-    ev = config["evaluation"]
-    x, y = test.tensors()
+    ev = prep.config["evaluation"]
+    x, y = prep.test.tensors()
     if ev.get("n"):
         x, y = x[: ev["n"]], y[: ev["n"]]
     rows: list[MetricRow] = []
@@ -228,7 +278,7 @@ def run_cell(
         "stopped_early": history.stopped_early,
         "timings": t.seconds,
         "evaluations": evals,
-        "n_train": len(train), "n_val": len(val), "n_test": len(y),
+        "n_train": len(prep.train), "n_val": len(prep.val), "n_test": len(y),
         "device": str(dev),
         "checkpoint": None if ckpt is None else str(ckpt),
     }  # fmt: skip
