@@ -156,11 +156,10 @@ def run_spec(
     todo = [c for c in cells if c.cell_id not in done]
     summary = RunSummary(spec.name, len(cells), len(cells) - len(todo))
     out = output_dir or spec.output_dir or store_path.parent / "checkpoints"
+    root = data_root if data_root is not None else spec.data_root
     kwargs: dict[str, Any] = {
         "owner": _owner(), "spec_name": spec.name, "output_dir": os.fspath(out),
-        "data_root": None if (data_root or spec.data_root) is None
-        else os.fspath(data_root or spec.data_root),  # type: ignore[arg-type]
-        "device": device,
+        "data_root": None if root is None else os.fspath(root), "device": device,
     }  # fmt: skip
     with _progress(progress, len(todo), spec.name) as update:
 

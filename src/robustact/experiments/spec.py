@@ -47,6 +47,7 @@ import yaml
 from robustact.attacks.threat import canonical_norm
 from robustact.experiments import _speccheck as C
 from robustact.experiments import _specparse as P
+from robustact.experiments import _specsections as S
 from robustact.experiments.records import canonical_json, cell_id
 
 __all__ = ["Cell", "Entry", "Evaluation", "Grid", "Spec", "SpecError", "load_spec", "parse_spec"]
@@ -257,7 +258,7 @@ def parse_spec(
             v = None
         dirs[key] = None if v is None else base / Path(v).expanduser()
     grid = _grid(top["grid"], "grid", ctx, partial=False) if "grid" in top else {}
-    training = P.training_section(top.get("training", {}), "training", ctx) or {}
+    training = S.training_section(top.get("training", {}), "training", ctx) or {}
     ev = _evaluation(top["evaluation"], "evaluation", ctx, False) if "evaluation" in top else {}
     quick = _quick(top["quick"], "quick", ctx, top.get("grid")) if "quick" in top else None
     axes = ("datasets", "models", "activations", "objectives", "seeds")
@@ -394,7 +395,7 @@ def _evaluation(node: Any, path: str, ctx: P.Ctx, partial: bool) -> dict[str, An
         raw = m.get("protocols", ["seed", "adaptive"])
         entries: list[Entry] = []
         for i, item in enumerate(P.listing(raw, kp, ctx) or []):
-            cfg = P.protocol_entry(item, P.join(kp, i), ctx)
+            cfg = S.protocol_entry(item, P.join(kp, i), ctx)
             if cfg is None:
                 continue
             if any(e.name == cfg["name"] for e in entries):
@@ -441,7 +442,7 @@ def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] |
     if "grid" in m:
         out["grid"] = _grid(m["grid"], P.join(path, "grid"), ctx, True, base=base_grid)
     if "training" in m:
-        out["training"] = P.training_section(m["training"], P.join(path, "training"), ctx) or {}
+        out["training"] = S.training_section(m["training"], P.join(path, "training"), ctx) or {}
     if "evaluation" in m:
         out["evaluation"] = _evaluation(m["evaluation"], P.join(path, "evaluation"), ctx, True)
     return out

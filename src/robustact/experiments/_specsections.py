@@ -1,0 +1,145 @@
+"""Spec sections beyond the grid entries: evaluation protocols and the training block."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import Any
+
+from robustact.evaluate.protocol import Protocol, list_protocols
+from robustact.experiments import builders as B
+from robustact.experiments._specparse import (
+    _RUNTIME_TRAINING,
+    Ctx,
+    _is_num,
+    check_keys,
+    join,
+    kwargs_against,
+    listing,
+    lookup,
+    mapping,
+    norm_name,
+    ranged,
+    show,
+)
+from robustact.train import ConfigError, TrainConfig
+
+
+def protocol_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    builtin = list_protocols()
+    if isinstance(node, str):
+        name = lookup(node, builtin, "protocol", path, ctx)
+        return None if name is None else {"name": name}
+    m = mapping(node, path, ctx)
+    if m is None:
+        return None
+    n0 = len(ctx.errors)
+    if "attacks" not in m:
+        check_keys(m, ["name"], path, ctx, required=["name"])
+        name = lookup(m.get("name"), builtin, "protocol", join(path, "name"), ctx)
+        return None if name is None or len(ctx.errors) > n0 else {"name": name}
+    allowed = ["name", "attacks", "cascade", "eot_samples", "repeats"]
+    check_keys(m, allowed, path, ctx, required=["name"])
+    name = m.get("name")
+    if not isinstance(name, str) or not name:
+        ctx.err(join(path, "name"), f"expected a name for the custom protocol, got {show(name)}")
+    elif norm_name(name) in {norm_name(b) for b in builtin}:
+        ctx.err(join(path, "name"), f"{show(name)} is a built-in protocol; give your attack "
+                "list another name")  # fmt: skip
+    cfg: dict[str, Any] = {"name": name}
+    if "cascade" in m and not isinstance(m["cascade"], bool):
+        ctx.err(join(path, "cascade"), f"expected true or false, got {show(m['cascade'])}")
+    for k in ("eot_samples", "repeats"):
+        if k in m:
+            cfg[k] = ranged(k, m[k], join(path, k), ctx)
+    if "cascade" in m:
+        cfg["cascade"] = m["cascade"]
+    attacks = listing(m.get("attacks"), join(path, "attacks"), ctx)
+    entries: list[dict[str, Any]] = []
+    known = B.attack_names()
+    options = ["attack", "label", "bpda", "eot", "own_threat"]
+    for i, item in enumerate(attacks or []):
+        ip = join(join(path, "attacks"), i)
+        im = mapping(item, ip, ctx)
+        if im is None:
+            continue
+        if "attack" not in im:
+            ctx.err(ip, 'missing required key "attack"')
+            continue
+        att = lookup(im["attack"], known, "attack", join(ip, "attack"), ctx)
+        if att is None:
+            continue
+        params = B.callable_params(B.ATTACKS.get(att))
+        refuse = {} if im.get("own_threat") else {
+            "eps": "the protocol's eps (evaluation.eps) is used; set own_threat: true to keep one",
+            "norm": "the protocol's norm (evaluation.norm) is used",
+        }  # fmt: skip
+        rest = {k: v for k, v in im.items() if k not in options}
+        p2 = {k: p for k, p in params.items() if k not in ("eot",)}
+        kw = kwargs_against(rest, p2, ip, ctx, refuse=refuse)
+        if kw is not None:
+            entries.append({**{k: im[k] for k in options if k in im}, "attack": att, **kw})
+    if len(ctx.errors) > n0:
+        return None
+    try:
+        proto = Protocol.from_spec(entries, eps=0.1, name=str(name))
+        import torch
+
+        for e in proto.entries:
+            e.build(torch.nn.Linear(1, 2), 0.1, "Linf", 1)
+    except (ValueError, TypeError) as e:
+        ctx.err(path, str(e))
+        return None
+    cfg["attacks"] = entries
+    return cfg
+
+
+def _ann_is_float(ann: Any) -> bool:
+    s = str(ann)
+    return "float" in s and "int" not in s
+
+
+def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    """Checked TrainConfig fields (canonical types) plus ``val_fraction``."""
+    m = mapping(node, path, ctx)
+    if m is None:
+        return None
+    tfields = {f.name: f for f in fields(TrainConfig)}
+    allowed = [k for k in tfields if k not in _RUNTIME_TRAINING] + list(B.EXTRA_TRAINING_KEYS)
+    n0 = len(ctx.errors)
+    check_keys(m, allowed, path, ctx, refuse=_RUNTIME_TRAINING)
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        if k == "val_fraction":
+            out[k] = ranged(k, v, join(path, k), ctx)
+            continue
+        if k not in allowed or k in _RUNTIME_TRAINING:
+            continue
+        if k in ("betas", "milestones") and isinstance(v, list):
+            v = tuple(v)
+        try:
+            TrainConfig(**{k: v})
+        except ConfigError as e:
+            if f"TrainConfig.{k} " in str(e):
+                ctx.err(join(path, k), str(e).split(" is invalid: ", 1)[-1] + f", got {show(m[k])}")
+                continue
+        except TypeError as e:
+            ctx.err(join(path, k), str(e))
+            continue
+        if _ann_is_float(tfields[k].type) and _is_num(v):
+            v = float(v)
+        elif k == "betas":
+            v = [float(b) for b in v]
+        elif k == "milestones":
+            v = list(v)
+        out[k] = v
+    if len(ctx.errors) > n0:
+        return None
+    try:
+        B.build_train_config(out, 0)
+    except ConfigError as e:
+        hit = re.match(r"TrainConfig\.(\w+) = .* is invalid: (.*)", str(e))
+        where = join(path, hit.group(1)) if hit else path
+        ctx.err(where, hit.group(2) if hit else str(e))
+        return None
+    return out
