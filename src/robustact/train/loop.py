@@ -7,7 +7,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustact.activations import cap_parameters
-from robustact.surgery import find_caps
 from robustact.train._batches import Batches, epoch_seed
 from robustact.train.checkpoint import (
     CheckpointError,
@@ -25,6 +23,7 @@ from robustact.train.checkpoint import (
     save_training_state,
 )
 from robustact.train.config import TrainConfig
+from robustact.train.history import History, batch_means, cap_stats, peak_mem_mb
 from robustact.train.objectives import Objective, get_objective
 from robustact.train.schedules import (
     EarlyStopping,
@@ -34,71 +33,10 @@ from robustact.train.schedules import (
     unjsonable,
 )
 
-try:  # resource is POSIX-only
-    import resource
-except ImportError:  # pragma: no cover - Windows
-    resource = None  # type: ignore[assignment]
-
 #: Config fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {"epochs", "progress", "device", "extra"}
 
 EpochCallback = Callable[[int, dict[str, Any]], "bool | None"]
-
-
-@dataclass
-class History:
-    """Per-epoch records of a run.
-
-    Each record has ``epoch`` (0-based), ``loss`` and the objective's metrics (training
-    averages), ``val_loss``/``val_acc`` (with validation data), ``val_robust_acc`` (with
-    ``config.val_attack``), ``lr`` (and ``lr_caps``), ``caps`` ({layer: {min, mean, max}}),
-    ``seconds`` and ``peak_mem_mb``. ``history["loss"]`` gives one column (None where a
-    record lacks the key).
-    """
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-
-    def __getitem__(self, key: str) -> list[Any]:
-        if not self.records or all(key not in r for r in self.records):
-            known = sorted({k for r in self.records for k in r})
-            raise KeyError(f"history has no column {key!r}; known: {known}")
-        return [r.get(key) for r in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def last(self) -> dict[str, Any]:
-        """The latest epoch's record."""
-        if not self.records:
-            raise IndexError("history is empty")
-        return self.records[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"records": self.records, "stopped_early": self.stopped_early}
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    if resource is None:
-        return float("nan")
-    # ru_maxrss is the process's peak resident set in KiB on Linux (bytes on macOS)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if rss > 2**32 else rss / 2**10
-
-
-def cap_stats(model: nn.Module) -> dict[str, dict[str, float]]:
-    """{layer name: {"min", "mean", "max"}} of every S-ReLU/D-ReLU cap in ``model``."""
-    out = {}
-    for name, layer in find_caps(model):
-        m = torch.as_tensor(layer.max_value).detach().float()
-        if m.numel() == 0 or isinstance(m, nn.parameter.UninitializedParameter):
-            continue
-        out[name] = {"min": float(m.min()), "mean": float(m.mean()), "max": float(m.max())}
-    return out
 
 
 @torch.no_grad()
@@ -327,8 +265,8 @@ def _run_epoch(
         for k, v in metrics.items():
             seen.setdefault(k, []).append(v)
         if bar is not None and (i + 1) % every == 0:
-            bar.update(task, completed=i + 1, metrics=_fmt(_means(seen, sizes)))
-    record: dict[str, Any] = {"epoch": epoch, **_means(seen, sizes)}
+            bar.update(task, completed=i + 1, metrics=_fmt(batch_means(seen, sizes)))
+    record: dict[str, Any] = {"epoch": epoch, **batch_means(seen, sizes)}
     if not math.isfinite(record["loss"]):
         raise FloatingPointError(
             f"training loss became {record['loss']} in epoch {epoch}; lower config.lr or set "
@@ -345,28 +283,13 @@ def _run_epoch(
     record["monitored"] = record.get("val_loss", record["loss"])
     schedule.after_epoch(record["monitored"])
     record["seconds"] = time.perf_counter() - t0
-    record["peak_mem_mb"] = _peak_mem_mb(device)
+    record["peak_mem_mb"] = peak_mem_mb(device)
     if bar is not None:
         shown: dict[str, Any] = {
             k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record
         }
         bar.update(task, completed=len(train), metrics=_fmt(shown))
     return record
-
-
-def _means(seen: dict[str, list[Tensor | float]], sizes: list[int]) -> dict[str, float]:
-    """Batch-size-weighted means of the per-batch values (one device sync per key)."""
-    out = {}
-    for k, vals in seen.items():
-        if not vals:
-            continue
-        dev = next((x.device for x in vals if isinstance(x, Tensor)), torch.device("cpu"))
-        v = torch.stack(
-            [torch.as_tensor(x, device=dev).detach().double().reshape(()) for x in vals]
-        )
-        w = torch.tensor(sizes[: len(vals)], dtype=torch.float64, device=dev)
-        out[k] = float((v * w).sum() / w.sum())
-    return out
 
 
 def _resume(
