@@ -187,3 +187,11 @@ def test_make_activation_passes_width_only_to_drelu() -> None:
     assert isinstance(s, SReLU) and s.max_value == 0.3
     with pytest.raises(TypeError, match="module instance"):
         make_activation(nn.ReLU(), 3)  # type: ignore[arg-type]
+
+
+def test_drelu_negative_cap_acts_as_zero() -> None:
+    d = DReLU(2, init_max=1.0)
+    with torch.no_grad():
+        d.max_value.copy_(torch.tensor([-0.5, 0.5]))
+    y = d(torch.tensor([[2.0, 2.0], [-1.0, 0.25]]))
+    assert torch.equal(y, torch.tensor([[0.0, 0.5], [0.0, 0.25]]))

@@ -192,7 +192,8 @@ class DReLU(LazyModuleMixin, StraightThroughMixin, nn.Module):
                 f"DReLU with {self.max_value.numel()} caps got input of shape {tuple(x.shape)}; "
                 "the channel dimension (dim 1) must match num_features"
             )
-        return self.max_value.view(1, -1, *([1] * (x.dim() - 2)))
+        # a cap pushed below zero by an optimiser step acts as 0 (never a negative constant)
+        return self.max_value.clamp(min=0.0).view(1, -1, *([1] * (x.dim() - 2)))
 
     def forward(self, x: Tensor) -> Tensor:
         y = srelu(x, self._cap(x))
