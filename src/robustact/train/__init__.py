@@ -70,3 +70,8 @@ __all__ = [
     "two_phase",
     "with_penalty",
 ]
+
+# The robust-optimisation baselines (gradient penalty, Lipschitz/Parseval penalties) live with
+# the other defences but are training objectives: importing them here registers them, so
+# get_objective() and experiment specs know them. Imported last: it needs train.objectives.
+from robustact.defenses import robust_opt as _robust_opt  # noqa: F401
