@@ -2,15 +2,15 @@
 
 A spec is a grid of datasets x models x activations (with their placement) x training
 objectives x seeds, trained with one training block and evaluated under one or more
-protocols at given radii. Example (every key is documented in ``recipes/README.md``)::
+protocols at given radii. Example::
 
     name: capped-mlp
     grid:
       datasets: [mnist_t10k]
       models: [{name: mlp_general}]
       activations:
-        - relu                                       # every activation of the model
-        - {name: srelu, max_value: 0.01, where: act2} # surgery match: index(es), glob, {type:}
+        - relu                                        # every activation of the model
+        - {name: srelu, max_value: 0.01, where: act2} # replace the matched ones only
         - {name: drelu, insert: before_output, width: 256}
       objectives:
         - natural
@@ -22,10 +22,37 @@ protocols at given radii. Example (every key is documented in ``recipes/README.m
       exclude: [{activation: relu, objective: drelu_penalty}]
     training: {epochs: 50, batch_size: 128, optimizer: adam, lr: 0.001, schedule: plateau}
     evaluation: {protocols: [seed, adaptive], eps: [0.05, 0.1], norm: linf, n: 1000}
-    quick:                                           # --quick: small data, few epochs
+    quick:                                            # --quick: small data, few epochs
       grid: {datasets: [digits], seeds: [0]}
       training: {epochs: 2}
       evaluation: {fast: true, n: 200}
+
+Keys (``name``, ``grid`` and ``evaluation.eps`` are required):
+
+* top level: ``name``, ``description``, ``output_dir`` (checkpoints) and ``data_root``
+  (datasets), both relative to the spec file and not part of any cell id.
+* ``grid.datasets``: ``list_datasets()`` names, or ``{name, **reader options}`` (e.g.
+  ``size`` for digits). ``grid.models``: ``list_models()`` names or ``{name, **options}``
+  (``hidden``, ``width``, ...; channels, classes and input size come from the dataset).
+* ``grid.activations``: ``list_activations()`` names or ``{name, **arguments}`` plus a
+  placement: none (every activation of the model), ``where:`` (a surgery match: an
+  index, a list of indices, a glob on module names such as ``act2``, ``"re:..."``, or
+  ``{type: relu}``) or ``insert: before_output | after_input`` with ``width``.
+* ``grid.objectives``: ``list_objectives()`` names or ``{name, **hyper-parameters}``;
+  ``adversarial`` takes ``attack: {name, **kwargs}`` (any attack or ``training_pgd``) and
+  ``clean_weight``; ``two_phase`` takes ``first`` (default natural), ``second`` and
+  ``switch_epoch`` or ``switch_fraction``; any objective may add ``penalty: lam`` (the
+  D-ReLU cap penalty). ``grid.seeds``: ints >= 0 (default [0]). ``grid.exclude``: rules
+  ``{dataset|model|activation|objective|seed: name}`` dropping matching combinations.
+* ``training``: TrainConfig fields (not ``seed``/``device``/``progress``) and
+  ``val_fraction`` (default 0.2; the train split is divided, stratified and seeded).
+* ``evaluation``: ``protocols`` (``list_protocols()`` names or ``{name, attacks: [{attack,
+  label, bpda, eot, own_threat, **kwargs}], cascade, eot_samples, repeats}``; default
+  [seed, adaptive]), ``eps`` (number or list), ``norm`` (linf/l2), ``n`` (first n test
+  points; default all), ``fast``, ``masking`` (default true), ``batch_size``.
+* ``quick``: partial ``grid`` (axes replaced), ``training`` and ``evaluation`` (keys
+  replaced) used by ``--quick``; without one, quick means fast protocols, at most 2
+  epochs and 500 test points.
 
 :func:`load_spec` checks the whole file before any work starts and raises one
 :class:`SpecError` listing every problem, one line each, as ``file: path: message``
