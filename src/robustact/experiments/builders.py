@@ -31,10 +31,6 @@ from robustact.train import (
 )
 from robustact.train.adversary import TrainingPGD
 
-# robustact.defenses registers its objectives (gradient/Lipschitz/Parseval penalties) on
-# import; specs may name them, and every worker must know them too
-importlib.import_module("robustact.defenses")
-
 __all__ = [
     "PLACEMENT_KEYS",
     "TRAIN_ONLY_ATTACKS",
