@@ -17,6 +17,7 @@ from robustact.evaluate.diagnostics import (
     sensitivity_map,
     zero_gradient_distance,
 )
+from robustact.evaluate.masking import THRESHOLDS, MaskingCheck, MaskingReport, masking_report
 from robustact.evaluate.metrics import (
     AttackMetrics,
     AttackOutcome,
@@ -36,11 +37,14 @@ from robustact.evaluate.runner import evaluate
 
 __all__ = [
     "PROTOCOLS",
+    "THRESHOLDS",
     "AttackMetrics",
     "AttackOutcome",
     "CleanOutcome",
     "EvalResult",
     "LayerDistance",
+    "MaskingCheck",
+    "MaskingReport",
     "NegativeRatio",
     "Protocol",
     "ProtocolEntry",
@@ -52,6 +56,7 @@ __all__ = [
     "get_protocol",
     "layer_distances",
     "list_protocols",
+    "masking_report",
     "negative_unit_ratio",
     "plot_cap_trajectories",
     "plot_layer_distances",
