@@ -1,7 +1,10 @@
-"""Experiments: the SQLite results store (spec and runner come later)."""
+"""Experiments: validated YAML specs, their execution (local processes, Ray, torchrun DDP)
+and the SQLite results store (one transaction per finished cell)."""
 
 from __future__ import annotations
 
+from robustact.experiments.cell import execute_cell, load_cell_model, run_cell
+from robustact.experiments.ddp import fit_ddp
 from robustact.experiments.records import (
     CellRecord,
     MetricRow,
@@ -9,14 +12,28 @@ from robustact.experiments.records import (
     cell_id,
     write_records_csv,
 )
+from robustact.experiments.runner import RunSummary, run_spec
+from robustact.experiments.spec import Cell, Spec, SpecError, load_spec, parse_spec, spec_summary
 from robustact.experiments.store import CellWriter, ResultStore
 
 __all__ = [
+    "Cell",
     "CellRecord",
     "CellWriter",
     "MetricRow",
     "ResultStore",
+    "RunSummary",
+    "Spec",
+    "SpecError",
     "canonical_json",
     "cell_id",
+    "execute_cell",
+    "fit_ddp",
+    "load_cell_model",
+    "load_spec",
+    "parse_spec",
+    "run_cell",
+    "run_spec",
+    "spec_summary",
     "write_records_csv",
 ]
