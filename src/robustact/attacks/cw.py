@@ -18,6 +18,12 @@ model is L2 with an infinite radius: only [0, 1] applies.
 
 Success (as in the reference code) means ``max_{j != y} z_j - z_y > kappa``: with the default
 ``kappa = 0`` that is misclassification.
+
+Known weakness of short runs (shared with the reference and torchattacks): a pixel exactly at
+0 or 1 starts at ``w = atanh(+-0.999999) = +-7.25`` where ``tanh'`` is ~2e-6. Adam moves ``w``
+by at most about ``lr`` per step, so with ``lr = 0.01`` such a pixel barely moves in the first
+few hundred steps. On MNIST-like data (mostly exact zeros) a 50-100 step CW is therefore much
+weaker than its budget suggests; read short-run CW numbers as upper bounds on robustness.
 """
 
 from __future__ import annotations
