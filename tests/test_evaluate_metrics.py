@@ -11,7 +11,7 @@ import torch
 from robustact.evaluate.metrics import (
     AttackOutcome,
     CleanOutcome,
-    _majority_correct,
+    majority_correct,
     summarise,
     summarise_repeats,
     worst_case_pred,
@@ -158,7 +158,7 @@ def test_no_clean_correct_point_gives_none_not_nan() -> None:
 def test_majority_vote_and_repeats() -> None:
     y = torch.tensor([0, 1, 2])
     preds = torch.tensor([[0, 1, 0], [0, 0, 1], [1, 1, 2]])  # votes: 0:2/3, 1:2/3, 2: tie
-    assert _majority_correct(preds, y, 3).tolist() == [True, True, False]
+    assert majority_correct(preds, y, 3).tolist() == [True, True, False]
 
     def run(pred: list[int], adv: list[int]) -> tuple[CleanOutcome, list[AttackOutcome]]:
         c = CleanOutcome(y, torch.tensor(pred), torch.ones(3), torch.ones(3))

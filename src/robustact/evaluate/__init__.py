@@ -3,6 +3,7 @@
 See DESIGN.md, "Evaluation soundness".
 """
 
+from robustact.evaluate.catalog import PROTOCOLS, get_protocol, list_protocols
 from robustact.evaluate.diagnostics import (
     LayerDistance,
     NegativeRatio,
@@ -26,13 +27,7 @@ from robustact.evaluate.metrics import (
     StochasticSummary,
     summarise,
 )
-from robustact.evaluate.protocol import (
-    PROTOCOLS,
-    Protocol,
-    ProtocolEntry,
-    get_protocol,
-    list_protocols,
-)
+from robustact.evaluate.protocol import Protocol, ProtocolEntry
 from robustact.evaluate.runner import evaluate
 
 __all__ = [

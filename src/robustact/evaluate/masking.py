@@ -53,8 +53,7 @@ import math
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,11 +61,10 @@ from torch import Tensor, nn
 from robustact.activations import StraightThroughMixin
 from robustact.attacks import FGSM, PGD, Attack, input_gradient
 from robustact.attacks.losses import get_loss
+from robustact.evaluate.masking_result import MaskingCheck, MaskingReport, Verdict
 from robustact.surgery import cap_summary, is_stochastic, straight_through
 
 __all__ = ["THRESHOLDS", "MaskingCheck", "MaskingReport", "masking_report"]
-
-Verdict = Literal["no evidence", "suspect", "masked"]
 
 #: Default thresholds (fractions, i.e. 0.01 = 1 percentage point).
 THRESHOLDS: dict[str, float] = {
@@ -88,96 +86,6 @@ _CARLINI = "Carlini et al. 2019, On Evaluating Adversarial Robustness"
 _ATHALYE = "Athalye et al. 2018, Obfuscated Gradients"
 _CROCE = "Croce & Hein 2020, AutoAttack (robustbench checks)"
 _PINTOR = "Pintor et al. 2022, Indicators of Attack Failure"
-
-
-@dataclass(frozen=True)
-class MaskingCheck:
-    """One check of the report.
-
-    Attributes:
-        name: check id (see the module table).
-        value: measured value (None: not applicable to this model).
-        threshold: flagged when ``value > threshold``.
-        flagged: the check raised a flag.
-        citation: where the check comes from.
-        explanation: one line on what it means.
-    """
-
-    name: str
-    value: float | None
-    threshold: float
-    flagged: bool
-    citation: str
-    explanation: str
-
-
-@dataclass
-class MaskingReport:
-    """Verdict and the numbers behind it.
-
-    Attributes:
-        verdict: ``"no evidence"``, ``"suspect"`` or ``"masked"``.
-        reason: one line saying which rule decided the verdict.
-        checks: every check, in a fixed order.
-        accuracies: attack label -> accuracy (fraction) on the given points.
-        security_curve: ``[(eps, plain-PGD accuracy), ...]``.
-        eps, norm, n, fast: the setting.
-        notes: settings of the attacks used.
-    """
-
-    verdict: Verdict
-    reason: str
-    checks: list[MaskingCheck]
-    accuracies: dict[str, float]
-    security_curve: list[tuple[float, float]]
-    eps: float
-    norm: str
-    n: int
-    fast: bool
-    notes: list[str] = field(default_factory=list)
-
-    def check(self, name: str) -> MaskingCheck:
-        """The check called ``name``."""
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise KeyError(f"no check {name!r}; checks: {', '.join(c.name for c in self.checks)}")
-
-    @property
-    def flagged(self) -> list[str]:
-        """Names of the flagged checks."""
-        return [c.name for c in self.checks if c.flagged]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict."""
-        d = asdict(self)
-        d["security_curve"] = [list(p) for p in self.security_curve]
-        return d
-
-    def metrics(self) -> dict[str, float]:
-        """Flat ``{name: float}``: each check value and flag, accuracies, the verdict as 0/1/2."""
-        m: dict[str, float] = {
-            "masking/verdict": float(("no evidence", "suspect", "masked").index(self.verdict))
-        }
-        for c in self.checks:
-            if c.value is not None and math.isfinite(c.value):
-                m[f"masking/{c.name}"] = float(c.value)
-            m[f"masking/{c.name}/flagged"] = float(c.flagged)
-        for k, v in self.accuracies.items():
-            m[f"masking/acc/{k}"] = float(v)
-        return m
-
-    def to_table(self) -> Any:
-        """A ``rich.table.Table`` with one row per check."""
-        from robustact.evaluate.render import masking_table
-
-        return masking_table(self)
-
-    def render(self, width: int = 160) -> str:
-        """The table as plain text."""
-        from robustact.evaluate.render import to_text
-
-        return to_text(self.to_table(), width=width)
 
 
 def _correct_prob(model: nn.Module, x: Tensor, y: Tensor, passes: int) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact.evaluate.catalog import get_protocol
 from robustact.evaluate.metrics import (
     AttackOutcome,
     CleanOutcome,
@@ -29,7 +30,7 @@ from robustact.evaluate.metrics import (
     summarise,
     summarise_repeats,
 )
-from robustact.evaluate.protocol import Protocol, get_protocol
+from robustact.evaluate.protocol import Protocol
 from robustact.surgery import is_stochastic, straight_through
 
 __all__ = ["evaluate", "iter_batches", "run_protocol_batch"]

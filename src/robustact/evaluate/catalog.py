@@ -1,0 +1,171 @@
+"""The named protocols (``seed``, ``seed-brelu``, ``adaptive``, ``autoattack``) and their
+registry; see :mod:`robustact.evaluate.protocol` for what each one runs and why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from robustact._registry import Registry
+from robustact.attacks.threat import canonical_norm
+from robustact.evaluate.protocol import Protocol, ProtocolEntry
+
+__all__ = ["PROTOCOLS", "get_protocol", "list_protocols"]
+
+ProtocolBuilder = Callable[[float, str, bool], Protocol]
+
+#: Named protocols: ``builder(eps, norm, fast) -> Protocol``.
+PROTOCOLS: Registry[ProtocolBuilder] = Registry("protocol")
+
+
+def get_protocol(name: str, *, eps: float, norm: str = "Linf", fast: bool = False) -> Protocol:
+    """The named protocol (``list_protocols()``) under threat model (eps, norm)."""
+    return PROTOCOLS.get(name)(float(eps), canonical_norm(norm), bool(fast))
+
+
+def list_protocols() -> list[str]:
+    """Names of the built-in protocols."""
+    return PROTOCOLS.names()
+
+
+def _entry(label: str, attack: str, **kw: Any) -> ProtocolEntry:
+    opts = {k: kw.pop(k) for k in ("bpda", "eot", "own_threat") if k in kw}
+    return ProtocolEntry(label=label, attack=attack, kwargs=kw, **opts)
+
+
+@PROTOCOLS.register("seed")
+def _seed(eps: float, norm: str, fast: bool) -> Protocol:
+    cw_bound = 18.0  # dissertation §5.2.1: "the perturbation bound for CW_L2 [is] 18"
+    cw_counts = norm == "L2" and eps >= cw_bound
+    entries = (
+        _entry("FGSM", "fgsm", random_start=False),
+        _entry("PGD-10", "pgd", steps=10, step_size=eps / 10, random_start=True),
+        _entry("APGD-CE", "apgd", loss="ce", steps=20 if fast else 100),
+        _entry("APGD-DLR", "apgd", loss="dlr", steps=20 if fast else 100),
+        _entry(
+            "CW-L2",
+            "cw",
+            c=0.001,
+            kappa=0.0,
+            steps=100 if fast else 10_000,
+            lr=0.01,
+            binary_search_steps=3 if fast else 9,
+            eps=cw_bound,
+            own_threat=not cw_counts,
+        ),
+        _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8),
+    )
+    return Protocol(
+        "seed",
+        entries,
+        eps,
+        norm,
+        fast=fast,
+        cascade=False,
+        eot_samples=1,
+        repeats=3 if fast else 5,
+    )
+
+
+@PROTOCOLS.register("seed-brelu")
+def _seed_brelu(eps: float, norm: str, fast: bool) -> Protocol:
+    entries = (
+        _entry("FGSM", "fgsm", random_start=False),
+        _entry("PGD-20", "pgd", steps=20, step_size=eps / 4, random_start=True),
+        _entry(
+            "CW",
+            "cw",
+            c=1.0,
+            kappa=0.0,
+            steps=20 if fast else 50,
+            lr=0.01,
+            binary_search_steps=1,
+            own_threat=True,
+        ),
+    )
+    return Protocol(
+        "seed-brelu",
+        entries,
+        eps,
+        norm,
+        fast=fast,
+        cascade=False,
+        eot_samples=1,
+        repeats=3 if fast else 5,
+    )
+
+
+@PROTOCOLS.register("adaptive")
+def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
+    steps = 20 if fast else 100
+    entries = (
+        _entry("APGD-CE+BPDA", "apgd", loss="ce", steps=steps, bpda=True, eot="auto"),
+        _entry("APGD-DLR+BPDA", "apgd", loss="dlr", steps=steps, bpda=True, eot="auto"),
+        _entry(
+            "PGD-margin+BPDA",
+            "pgd",
+            loss="margin",
+            steps=steps,
+            restarts=1 if fast else 5,
+            random_start=True,
+            bpda=True,
+            eot="auto",
+        ),
+        _entry(
+            "APGD-T+BPDA",
+            "apgd",
+            loss="dlr",
+            targeted=True,
+            n_target_classes=3 if fast else 9,
+            steps=steps,
+            bpda=True,
+            eot="auto",
+        ),
+        _entry("Square+EOT", "square", queries=300 if fast else 5000, p_init=0.8, eot="auto"),
+    )
+    return Protocol(
+        "adaptive",
+        entries,
+        eps,
+        norm,
+        fast=fast,
+        cascade=True,
+        eot_samples=8 if fast else 20,
+        repeats=3 if fast else 5,
+    )
+
+
+@PROTOCOLS.register("autoattack")
+def _autoattack(eps: float, norm: str, fast: bool) -> Protocol:
+    steps = 20 if fast else 100
+    entries = (
+        _entry("APGD-CE", "apgd", loss="ce", steps=steps),
+        _entry(
+            "APGD-T",
+            "apgd",
+            loss="dlr",
+            targeted=True,
+            n_target_classes=3 if fast else 9,
+            steps=steps,
+        ),
+        # FAB-T substitute (documented in the module docstring)
+        _entry(
+            "PGD-margin-R",
+            "pgd",
+            loss="margin",
+            steps=steps,
+            restarts=1 if fast else 5,
+            random_start=True,
+        ),
+        _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8),
+    )
+    return Protocol(
+        "autoattack",
+        entries,
+        eps,
+        norm,
+        fast=fast,
+        cascade=True,
+        eot_samples=1,
+        repeats=3 if fast else 5,
+    )

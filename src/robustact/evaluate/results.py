@@ -1,0 +1,218 @@
+"""Result containers: :class:`EvalResult` (JSON, flat metrics, rich table) and parts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from robustact.stats import MeanSD
+
+__all__ = ["AttackMetrics", "EvalResult", "StochasticSummary"]
+
+
+@dataclass
+class AttackMetrics:
+    """Metrics of one attack of a protocol.
+
+    Attributes:
+        label: protocol label of the attack.
+        accuracy: accuracy under this attack alone (individual mode); None in cascade
+            mode, where the attack only saw the points earlier attacks had not broken.
+        accuracy_ci: 95 % Wilson interval of ``accuracy`` (None with it).
+        cumulative_accuracy: accuracy against this attack and all before it.
+        success_rate: fooled / attacked among the points it ran on.
+        n_attacked, n_fooled: counts.
+        mean_max_prob, mean_true_prob: confidence at its adversarial examples, over the
+            attacked points (None if it attacked none).
+        mean_linf, mean_l2: mean perturbation norms of its successful examples (None if none).
+        seconds: wall-clock time of the attack.
+        describe: hyper-parameters and protocol options.
+        in_worst_case: counted in the worst case (False: its own threat model, reported only).
+    """
+
+    label: str
+    accuracy: float | None
+    accuracy_ci: tuple[float, float] | None
+    cumulative_accuracy: float
+    success_rate: float | None
+    n_attacked: int
+    n_fooled: int
+    mean_max_prob: float | None
+    mean_true_prob: float | None
+    mean_linf: float | None
+    mean_l2: float | None
+    seconds: float
+    describe: dict[str, Any] = field(default_factory=dict)
+    in_worst_case: bool = True
+
+
+@dataclass
+class StochasticSummary:
+    """Repeated evaluation of a stochastic model (R full protocol runs).
+
+    Attributes:
+        repeats: R.
+        mean_sd: metric name -> mean ± sd over the R runs (``clean_acc``, ``robust_acc``,
+            ``attack/<label>/acc``).
+        worst_of_r: clean_acc / robust_acc counting a point only if it is correct in all R runs.
+        majority_vote: clean_acc / robust_acc of the majority vote of the R predictions
+            (clean input; each run's worst-case adversarial example); ties count as wrong.
+    """
+
+    repeats: int
+    mean_sd: dict[str, MeanSD]
+    worst_of_r: dict[str, float]
+    majority_vote: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repeats": self.repeats,
+            "mean_sd": {
+                k: {"mean": v.mean, "sd": _json_num(v.sd), "n": v.n}
+                for k, v in self.mean_sd.items()
+            },
+            "worst_of_r": dict(self.worst_of_r),
+            "majority_vote": dict(self.majority_vote),
+        }
+
+
+def _json_num(v: float | None) -> float | None:
+    """NaN and inf become None so the dict is strict JSON."""
+    if v is None or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation measured. ``to_dict()`` is JSON-serialisable,
+    ``metrics()`` is a flat ``{name: float}`` (one row per metric in a results store),
+    ``to_table()`` a rich table.
+
+    Attributes:
+        protocol: protocol name; ``fast`` marks a cut-down protocol.
+        eps, norm: threat model.
+        cascade: attacks ran AutoAttack style, each only on points still robust.
+        n: number of points; num_classes: model output width.
+        clean_accuracy, clean_ci: clean accuracy and its 95 % Wilson interval.
+        robust_accuracy, robust_ci: worst case over the protocol and its interval.
+        robustness_gap: clean − robust accuracy.
+        success_rate: fraction of clean-correct points broken by some attack (None if none
+            was correct).
+        mean_max_prob, mean_true_prob: confidence at the worst-case adversarial examples of
+            the clean-correct points.
+        mean_linf, mean_l2: mean perturbation norms of the worst-case successful examples.
+        per_class_clean, per_class_robust: class -> accuracy.
+        attacks: per-attack metrics in protocol order.
+        stochastic: repeated-run summary for stochastic models (None otherwise).
+        seconds: total wall-clock seconds; seed: the seed used (None if none).
+        notes: free-form lines printed under the table (e.g. protocol options).
+    """
+
+    protocol: str
+    fast: bool
+    eps: float
+    norm: str
+    cascade: bool
+    n: int
+    num_classes: int
+    clean_accuracy: float
+    clean_ci: tuple[float, float]
+    robust_accuracy: float
+    robust_ci: tuple[float, float]
+    robustness_gap: float
+    success_rate: float | None
+    mean_max_prob: float | None
+    mean_true_prob: float | None
+    mean_linf: float | None
+    mean_l2: float | None
+    per_class_clean: dict[int, float]
+    per_class_robust: dict[int, float]
+    attacks: list[AttackMetrics]
+    stochastic: StochasticSummary | None = None
+    seconds: float = 0.0
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON dict (NaN/inf become None; class keys become strings)."""
+        d = asdict(self)
+        d["per_class_clean"] = {str(k): v for k, v in self.per_class_clean.items()}
+        d["per_class_robust"] = {str(k): v for k, v in self.per_class_robust.items()}
+        d["stochastic"] = self.stochastic.to_dict() if self.stochastic else None
+        return _clean_json(d)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat ``{metric name: value}``; absent values (None/NaN) are left out."""
+        m: dict[str, float | None] = {
+            "clean_acc": self.clean_accuracy,
+            "clean_acc_ci_low": self.clean_ci[0],
+            "clean_acc_ci_high": self.clean_ci[1],
+            "robust_acc": self.robust_accuracy,
+            "robust_acc_ci_low": self.robust_ci[0],
+            "robust_acc_ci_high": self.robust_ci[1],
+            "robustness_gap": self.robustness_gap,
+            "success_rate": self.success_rate,
+            "adv_mean_max_prob": self.mean_max_prob,
+            "adv_mean_true_prob": self.mean_true_prob,
+            "adv_mean_linf": self.mean_linf,
+            "adv_mean_l2": self.mean_l2,
+            "seconds": self.seconds,
+        }
+        for c, v in self.per_class_clean.items():
+            m[f"clean_acc/class_{c}"] = v
+        for c, v in self.per_class_robust.items():
+            m[f"robust_acc/class_{c}"] = v
+        for a in self.attacks:
+            p = f"attack/{a.label}/"
+            m[p + "acc"] = a.accuracy
+            if a.accuracy_ci is not None:
+                m[p + "acc_ci_low"], m[p + "acc_ci_high"] = a.accuracy_ci
+            m[p + "cumulative_acc"] = a.cumulative_accuracy
+            m[p + "success_rate"] = a.success_rate
+            m[p + "mean_max_prob"] = a.mean_max_prob
+            m[p + "mean_true_prob"] = a.mean_true_prob
+            m[p + "mean_linf"] = a.mean_linf
+            m[p + "mean_l2"] = a.mean_l2
+            m[p + "seconds"] = a.seconds
+        if self.stochastic is not None:
+            s = self.stochastic
+            m["repeats"] = float(s.repeats)
+            for k, msd in s.mean_sd.items():
+                m[f"{k}_mean"] = msd.mean
+                m[f"{k}_sd"] = msd.sd
+            for k, v in s.worst_of_r.items():
+                m[f"{k}_worst_of_r"] = v
+            for k, v in s.majority_vote.items():
+                m[f"{k}_majority"] = v
+        return {k: float(v) for k, v in m.items() if v is not None and math.isfinite(v)}
+
+    # ------------------------------------------------------------------ rendering
+    def title(self) -> str:
+        fast = " (fast: reduced steps/queries)" if self.fast else ""
+        mode = "cascade" if self.cascade else "individual"
+        return f"protocol '{self.protocol}'{fast}: {self.norm} eps={self.eps:g}, n={self.n}, {mode}"
+
+    def to_table(self) -> Any:
+        """A ``rich.table.Table`` with one row per attack plus clean and worst-case rows."""
+        from robustact.evaluate.render import eval_table
+
+        return eval_table(self)
+
+    def render(self, width: int = 140) -> str:
+        """The table as plain text."""
+        from robustact.evaluate.render import to_text
+
+        return to_text(self.to_table(), width=width)
+
+
+def _clean_json(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return _json_num(obj)
+    if isinstance(obj, dict):
+        return {str(k): _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean_json(v) for v in obj]
+    return obj
