@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -66,10 +67,9 @@ def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def digits_mlp(
+def _digits_mlp_trained(
     digits: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
 ) -> torch.nn.Module:
-    """A naturally trained MLP 64-64-10 on digits (about 97 % clean test accuracy)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Flatten(),
@@ -79,3 +79,10 @@ def digits_mlp(
     )
     x, y, _, _ = digits
     return train_quick(model, x, y)
+
+
+@pytest.fixture
+def digits_mlp(_digits_mlp_trained: torch.nn.Module) -> torch.nn.Module:
+    """A naturally trained MLP 64-64-10 on digits (about 97 % clean test accuracy), in eval
+    mode; each test gets its own copy, so no test sees another's changes."""
+    return copy.deepcopy(_digits_mlp_trained).eval()
