@@ -97,13 +97,15 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
         raise TypeError(f"y must hold int64 class labels, got dtype {y.dtype}; use y.long()")
     if y.device != x.device:
         raise ValueError(f"x is on {x.device} but y on {y.device}; move both to one device")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf; attacks need finite inputs in [0, 1]")
-    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError(
-            f"x must lie in [0, 1] (got [{float(x.min()):.4g}, {float(x.max()):.4g}]); "
-            "feed un-normalised images and put normalisation inside the model"
-        )
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x))  # one pass; NaN fails both tests
+        if not (lo >= 0.0 and hi <= 1.0):
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("x contains NaN or inf; attacks need finite inputs in [0, 1]")
+            raise ValueError(
+                f"x must lie in [0, 1] (got [{lo:.4g}, {hi:.4g}]); "
+                "feed un-normalised images and put normalisation inside the model"
+            )
     if y.numel() and int(y.min()) < 0:
         raise ValueError(f"labels must be >= 0, got {int(y.min())}")
 

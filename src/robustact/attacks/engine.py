@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from robustact.attacks.base import Attack
 from robustact.attacks.losses import LossFn
 
+#: Compact the active set once this fraction of it is fooled (see ``ascent``).
+COMPACT_FRACTION = 0.05
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -95,6 +98,7 @@ def ascent(
     act = torch.arange(x.shape[0], device=x.device)
     xa, ya, ta = x, y, target
     cur = x_start
+    box = threat.box(xa)
     track = return_best or schedule is not None
 
     loss, grad, logits = attack.input_gradient(model, cur, ya, loss_fn, eot, ta)
@@ -106,21 +110,32 @@ def ascent(
     interval, decr, min_len = schedule.lengths(steps) if schedule else (0, 0, 0)
     since_check = 0
 
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    n_done = 0
     for i in range(steps + 1):
-        # --- the points the last pass fooled leave the active set
+        # --- record the points the last pass fooled; they stop counting from now on
         f = fooled(logits, ya)
-        n_fooled = int(f.sum())
-        if n_fooled:
+        if n_done:
+            f &= ~done
+        n_new = int(f.sum())
+        if n_new:
             idx = act[f]
             out[idx] = cur[f]
             success[idx] = True
-            if n_fooled == act.numel():
+            n_done += n_new
+            if n_done == act.numel():
                 return out, success
-            keep = ~f
-            act, xa, ya, cur, prev, grad, eta = (
-                t[keep] for t in (act, xa, ya, cur, prev, grad, eta)
+            done |= f
+        # leave the active set in batches: copying the survivors costs a few percent of a
+        # gradient pass, so it pays only once enough points are done
+        if n_done and (n_done >= COMPACT_FRACTION * act.numel() or i == steps):
+            keep = ~done
+            act, xa, ya, cur, prev, grad, eta, done = (
+                t[keep] for t in (act, xa, ya, cur, prev, grad, eta, done)
             )
+            n_done = 0
             ta = ta[keep] if ta is not None else None
+            box = (box[0][keep], box[1][keep]) if box is not None else None
             if track:
                 loss, best_loss, x_best, grad_best = (
                     t[keep] for t in (loss, best_loss, x_best, grad_best)
@@ -153,9 +168,11 @@ def ascent(
                 interval, since_check = max(interval - decr, min_len), 0
 
         # --- the step (with APGD momentum after the first one)
-        nxt = threat.project(threat.step(cur, grad, eta), xa)
+        size = eta if schedule is not None else step_size
+        nxt = threat.project_(threat.step(cur, grad, size), xa, box)
         if momentum != 1.0 and i > 0:
-            nxt = threat.project(cur + momentum * (nxt - cur) + (1 - momentum) * (cur - prev), xa)
+            mixed = cur + momentum * (nxt - cur) + (1 - momentum) * (cur - prev)
+            nxt = threat.project_(mixed, xa, box)
         prev, cur = cur, nxt
 
         if i + 1 < steps:

@@ -73,6 +73,20 @@ class Threat(ABC):
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample distance ``||x_adv - x||`` as (N,)."""
 
+    def box(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Per-coordinate bounds ``(lo, hi)`` whose clamp is the exact projection, else None.
+
+        An attack loop computes them once per active set and passes them to
+        :meth:`project_`, saving the ball arithmetic at every step.
+        """
+        return None
+
+    def project_(
+        self, x_adv: Tensor, x: Tensor, box: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """:meth:`project` that may overwrite ``x_adv`` and use a precomputed :meth:`box`."""
+        return self.project(x_adv, x)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g})"
 
@@ -87,7 +101,10 @@ class Linf(Threat):
         return (x + (2 * u - 1) * self.eps).clamp(0.0, 1.0)
 
     def step(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
-        return x_adv + _per_sample(step_size, x_adv) * grad.sign()
+        size = _per_sample(step_size, x_adv)
+        if isinstance(size, Tensor):
+            return torch.addcmul(x_adv, size, grad.sign())
+        return torch.add(x_adv, grad.sign(), alpha=size)
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         # clamp to the ball, then to the box: exact projection for Linf
@@ -95,6 +112,16 @@ class Linf(Threat):
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         return (x_adv - x).flatten(1).abs().amax(dim=1)
+
+    def box(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return (x - self.eps).clamp_(min=0.0), (x + self.eps).clamp_(max=1.0)
+
+    def project_(
+        self, x_adv: Tensor, x: Tensor, box: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        if box is None:
+            return self.project(x_adv, x)
+        return torch.clamp(x_adv, box[0], box[1], out=x_adv)
 
 
 class L2(Threat):
