@@ -26,9 +26,9 @@ more_steps_help        acc(PGD-k) − acc(PGD-10k) (Carlini et al. 2019: increas
                        "unconverged attack")
 bpda_beats_plain       acc(PGD) − acc(PGD with BPDA through caps) (Athalye 2018)  0.01
 eot_beats_single       acc(PGD) − acc(PGD with EOT) (Athalye et al. 2018 §4.1)    0.01
-gradient_free_beats    fraction of all points that Square breaks among those the  0.002
-                       best gradient attack left correct (Carlini et al. 2019
-                       §"gradient-free attacks"; Croce & Hein 2020)
+gradient_free_beats    fraction of all points that Square breaks among those     0.002 and
+                       every gradient attack left correct (Carlini et al. 2019   4/n (more
+                       §"gradient-free attacks"; Croce & Hein 2020)              than 4 points)
 large_eps_accuracy     plain PGD-10 accuracy at a large eps (0.5 Linf; 0.5·sqrt(d) 0.1
                        L2), or the largest rise along the security curve
                        (Carlini et al. 2019 "accuracy should reach 0")
@@ -75,6 +75,7 @@ THRESHOLDS: dict[str, float] = {
     "bpda_beats_plain": 0.01,
     "eot_beats_single": 0.01,
     "gradient_free_beats": 0.002,
+    "gradient_free_min_points": 4,
     "large_eps_accuracy": 0.1,
     "stochastic_predictions": 0.0,
     # verdict rule
@@ -242,6 +243,10 @@ def masking_report(
 
     rise = max((b[1] - a[1] for a, b in itertools.pairwise(curve)), default=0.0)
     large_val = max(curve[-1][1], rise)
+
+    # a few points that random search breaks and a short PGD misses exist on any network;
+    # below the noise floor of ``gradient_free_min_points`` points the 0.2 pp rule is moot
+    th["gradient_free_beats"] = max(th["gradient_free_beats"], th["gradient_free_min_points"] / n)
 
     def chk(name: str, value: float | None, cite: str, expl: str) -> MaskingCheck:
         t = th[name]

@@ -19,7 +19,8 @@ A :class:`Protocol` is a name, a threat model (eps, norm) and an ordered tuple o
     BPDA through caps (gradient attacks run inside ``surgery.straight_through``), EOT over
     stochastic layers (``eot="auto"``: ``eot_samples`` passes when
     ``surgery.is_stochastic(model)``, else 1), CE / DLR / margin losses, APGD-T, PGD-margin
-    with restarts and gradient-free Square (with EOT); AutoAttack-style cascade.
+    with restarts and gradient-free Square (with EOT); AutoAttack-style cascade. DLR needs
+    at least 3 classes and APGD-T at least 4 (as in AutoAttack).
 ``autoattack``
     The standard AutoAttack list: APGD-CE, APGD-T (DLR, 9 targets), FAB-T replaced by
     PGD-margin with 5 restarts (FAB is not implemented: a documented substitute; a
