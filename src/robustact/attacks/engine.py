@@ -100,6 +100,10 @@ def ascent(
     cur = x_start
     box = threat.box(xa)
     track = return_best or schedule is not None
+    # plain PGD keeps no reference to past iterates or gradients: update them in place
+    inplace = not track and momentum == 1.0
+    if inplace:
+        cur = cur.clone()  # never write into the caller's start (often x itself)
 
     loss, grad, logits = attack.input_gradient(model, cur, ya, loss_fn, eot, ta)
     eta = torch.full((x.shape[0],), float(step_size), device=x.device, dtype=x.dtype)
@@ -168,12 +172,15 @@ def ascent(
                 interval, since_check = max(interval - decr, min_len), 0
 
         # --- the step (with APGD momentum after the first one)
-        size = eta if schedule is not None else step_size
-        nxt = threat.project_(threat.step(cur, grad, size), xa, box)
-        if momentum != 1.0 and i > 0:
-            mixed = cur + momentum * (nxt - cur) + (1 - momentum) * (cur - prev)
-            nxt = threat.project_(mixed, xa, box)
-        prev, cur = cur, nxt
+        if inplace:
+            cur = threat.project_(threat.step_(cur, grad, step_size), xa, box)
+        else:
+            size = eta if schedule is not None else step_size
+            nxt = threat.project_(threat.step(cur, grad, size), xa, box)
+            if momentum != 1.0 and i > 0:
+                mixed = cur + momentum * (nxt - cur) + (1 - momentum) * (cur - prev)
+                nxt = threat.project_(mixed, xa, box)
+            prev, cur = cur, nxt
 
         if i + 1 < steps:
             loss, grad, logits = attack.input_gradient(model, cur, ya, loss_fn, eot, ta)

@@ -73,6 +73,10 @@ class Threat(ABC):
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample distance ``||x_adv - x||`` as (N,)."""
 
+    def step_(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
+        """:meth:`step` that may overwrite ``x_adv`` and ``grad`` (saves allocations)."""
+        return self.step(x_adv, grad, step_size)
+
     def box(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         """Per-coordinate bounds ``(lo, hi)`` whose clamp is the exact projection, else None.
 
@@ -112,6 +116,12 @@ class Linf(Threat):
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         return (x_adv - x).flatten(1).abs().amax(dim=1)
+
+    def step_(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
+        size = _per_sample(step_size, x_adv)
+        if isinstance(size, Tensor):
+            return x_adv.addcmul_(size, grad.sign_())
+        return x_adv.add_(grad.sign_(), alpha=size)
 
     def box(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return (x - self.eps).clamp_(min=0.0), (x + self.eps).clamp_(max=1.0)
