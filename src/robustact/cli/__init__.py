@@ -1,0 +1,104 @@
+"""The ``robustact`` command line.
+
+Sub-commands: ``demo``, ``train``, ``attack``, ``evaluate``, ``diagnose``, ``run``,
+``report`` and ``list``; each has ``--help``. Every user error ends in one line on stderr
+and exit code 2 (``--debug`` shows the traceback); an unexpected failure is one line with
+exit code 1. The CLI is the only place that picks a device (``--device``, default "cpu";
+"auto" = CUDA when available). Heavy modules are imported inside the commands, so
+``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from robustact import __version__
+from robustact.cli import _attack, _evaluate, _run, _train
+from robustact.cli._common import CLIError, OneLineParser, resolve_device
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+#: Exception types that mean "the input was wrong" (exit code 2, one line).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CLIError,
+    ValueError,
+    TypeError,
+    KeyError,
+    LookupError,
+    OSError,
+    ImportError,
+    RuntimeError,
+)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from robustact.demo import run_demo
+
+    run_demo(seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``robustact`` command (sub-commands with ``--help``)."""
+    p = OneLineParser(
+        prog="robustact",
+        description="Robust activations (S-ReLU, D-ReLU, BReLU): train them and evaluate "
+        "their robustness honestly (seed and adaptive protocols, masking report).",
+    )
+    p.add_argument("--version", action="version", version=f"robustact {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # sub-parsers are OneLineParsers too: their usage errors are one line as well
+    sub = p.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
+    )
+
+    demo = sub.add_parser("demo", help="train and evaluate small models on the embedded digits")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
+
+    _train.add_parser(sub)
+    _attack.add_parser(sub)
+    _evaluate.add_parsers(sub)
+    _run.add_parsers(sub)
+    return p
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str):
+        text = e.args[0].strip()  # KeyError's str() adds quotes
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        print("robustact: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"robustact {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug, not a bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"robustact {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""``robustact attack``: run one attack on a checkpoint, print the accuracies and save the
+adversarial examples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from robustact.cli._common import (
+    CLIError,
+    add_data_options,
+    check_eps,
+    console,
+    eval_data,
+    load_model,
+    parse_kv,
+    resolve_device,
+    write_json,
+)
+
+__all__ = ["add_parser", "cmd_attack", "run_attack"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "attack",
+        help="attack a checkpoint; print clean/adversarial accuracy, save the examples",
+        description="Run one attack on a trained checkpoint (robustact train --out folder or "
+        "model.safetensors) and write the adversarial examples as safetensors (tensors x_adv, "
+        "y, pred_clean, pred_adv; the settings in its metadata).",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder or .safetensors file")
+    p.add_argument("--attack", default="pgd", help="attack name (robustact list attacks)")
+    p.add_argument("--eps", type=float, required=True, help="perturbation budget, e.g. 0.1")
+    p.add_argument("--norm", default="Linf", help="Linf (default) or L2")
+    p.add_argument(
+        "--attack-arg", action="append", metavar="KEY=VALUE", help="e.g. steps=20 loss=margin"
+    )
+    p.add_argument("--bpda", action="store_true", help="straight-through gradient through caps")
+    p.add_argument("--eot", type=int, default=1, help="EOT passes per gradient (default 1)")
+    add_data_options(p, n_default=500)
+    p.add_argument("--batch-size", type=int, default=250, help="points per attack call (250)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack's randomness (0)")
+    p.add_argument("--out", help="write the adversarial examples here (.safetensors)")
+    p.add_argument("--json", help="write the accuracies and settings here (.json)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.set_defaults(func=cmd_attack)
+
+
+def build_attack(args: argparse.Namespace, model: Any) -> Any:
+    """The attack of the command line, through the protocol entry that evaluations use (so
+    ``--eot`` and the threat model are applied the same way)."""
+    from robustact.attacks.threat import canonical_norm
+    from robustact.evaluate import ProtocolEntry
+
+    kwargs = parse_kv(args.attack_arg, "--attack-arg")
+    for key in ("eps", "norm", "eot"):
+        if key in kwargs:
+            raise CLIError(f"--attack-arg {key}=...: use --{key} instead")
+    if args.eot < 1:
+        raise CLIError(f"--eot must be >= 1, got {args.eot}")
+    norm = canonical_norm(args.norm)
+    entry = ProtocolEntry(args.attack, args.attack, kwargs, bpda=args.bpda, eot=args.eot)
+    return entry.build(model, check_eps(args.eps), norm), norm
+
+
+def run_attack(
+    model: Any, attack: Any, x: Any, y: Any, *, bpda: bool, batch_size: int, seed: int
+) -> tuple[Any, Any, Any]:
+    """``(x_adv (N, ...), pred_clean (N,), pred_adv (N,))``, batch by batch in a seeded,
+    forked RNG (the caller's random state is untouched)."""
+    import torch
+
+    from robustact.surgery import straight_through
+
+    if batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {batch_size}")
+    devices = [x.device] if x.device.type == "cuda" else []
+    advs, pc, pa = [], [], []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(0, len(y), batch_size):
+            bx, by = x[i : i + batch_size], y[i : i + batch_size]
+            with straight_through(model) if bpda else nullcontext():
+                adv = attack(model, bx, by)
+            model.eval()
+            with torch.no_grad():
+                pc.append(model(bx).argmax(1))
+                pa.append(model(adv).argmax(1))
+            advs.append(adv.detach())
+    return torch.cat(advs), torch.cat(pc), torch.cat(pa)
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from safetensors.torch import save as st_save
+
+    from robustact.surgery import is_stochastic
+    from robustact.train.checkpoint import atomic_write
+
+    device = resolve_device(args.device)
+    model, meta, ckpt = load_model(args.checkpoint, device)
+    attack, norm = build_attack(args, model)
+    x, y, data_desc = eval_data(args, meta, device)
+    out = None
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".safetensors":
+            out = out.with_name(out.name + ".safetensors")
+    t0 = time.perf_counter()
+    x_adv, pred_c, pred_a = run_attack(model, attack, x, y, bpda=args.bpda,
+                                       batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    yc = y.to(pred_c.device)
+    clean_ok, adv_ok = pred_c == yc, pred_a == yc
+    n = len(y)
+    clean = float(clean_ok.float().mean())
+    robust = float((clean_ok & adv_ok).float().mean())
+    n_ok = int(clean_ok.sum())
+    success = float((clean_ok & ~adv_ok).sum()) / n_ok if n_ok else None
+    delta = (x_adv - x).flatten(1)
+    settings = {
+        "checkpoint": str(ckpt), "data": data_desc, "attack": attack.describe(),
+        "eps": args.eps, "norm": norm, "bpda": args.bpda, "eot": args.eot, "seed": args.seed,
+    }  # fmt: skip
+    result = {
+        "clean_accuracy": clean, "adversarial_accuracy": robust, "success_rate": success,
+        "mean_linf": float(delta.abs().amax(1).mean()), "mean_l2": float(delta.norm(dim=1).mean()),
+        "n": n, "seconds": seconds, "stochastic_model": is_stochastic(model),
+    }  # fmt: skip
+    con = console()
+    con.print(f"{args.attack} {norm} eps={args.eps:g}" + (" +BPDA" if args.bpda else "")
+              + (f" EOT={args.eot}" if args.eot > 1 else "") + f" on {data_desc}")  # fmt: skip
+    con.print(f"clean accuracy       {100 * clean:6.2f} %")
+    con.print(f"adversarial accuracy {100 * robust:6.2f} %  (correct on x and on x_adv)")
+    if success is not None:
+        con.print(f"success rate         {100 * success:6.2f} %  (of the clean-correct points)")
+    con.print(f"mean Linf {result['mean_linf']:.4f}, mean L2 {result['mean_l2']:.4f}, "
+              f"{seconds:.1f} s")  # fmt: skip
+    if result["stochastic_model"]:
+        con.print("note: stochastic model; accuracies are one forward pass each")
+    if out is not None:
+        tensors = {
+            "x_adv": x_adv.float().cpu().contiguous(),
+            "y": y.cpu().contiguous(),
+            "pred_clean": pred_c.cpu().contiguous(),
+            "pred_adv": pred_a.cpu().contiguous(),
+        }
+        metadata = {"format": "robustact-adversarial", "settings": json.dumps(settings),
+                    "result": json.dumps(result)}  # fmt: skip
+        atomic_write(out, st_save(tensors, metadata=metadata))
+        con.print(f"adversarial examples: {out}")
+    if args.json:
+        write_json(args.json, {**settings, **result})
+    return 0

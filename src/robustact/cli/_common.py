@@ -1,0 +1,226 @@
+"""Helpers shared by the sub-commands: errors, ``key=value`` options, the device, checkpoints,
+evaluation data and atomic output files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = [
+    "CLIError",
+    "OneLineParser",
+    "add_data_options",
+    "console",
+    "eval_data",
+    "load_model",
+    "parse_kv",
+    "resolve_checkpoint",
+    "resolve_device",
+    "write_json",
+]
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2), naming
+    the sub-command and pointing at its ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_kv(items: Sequence[str] | None, option: str) -> dict[str, Any]:
+    """``["hidden=[32,16]", "bias=true"]`` -> ``{"hidden": [32, 16], "bias": True}``.
+
+    Values are read with ``yaml.safe_load``, so numbers, booleans, lists and mappings work;
+    a value YAML cannot read stays a string.
+
+    Raises:
+        CLIError: an item without ``=``, a key that is not an identifier, a repeated key.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise CLIError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} hidden=[32,16]")
+        if key in out:
+            raise CLIError(f"{option}: key {key!r} is given twice")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def yaml_value(raw: str) -> Any:
+    """A single option value read as YAML (``"1"`` -> 1, ``"[0,1]"`` -> [0, 1]); strings stay."""
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def resolve_device(name: str) -> str:
+    """The device string to use: ``"auto"`` is ``"cuda"`` when available, else ``"cpu"``.
+
+    Raises:
+        CLIError: not a torch device, or CUDA asked for where there is none.
+    """
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise CLIError(
+            f"--device {name!r} is not a torch device; use cpu, cuda, cuda:1 or auto"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    return name
+
+
+def console() -> Any:
+    """A rich console on the current stdout (wide when it is not a terminal)."""
+    from rich.console import Console
+
+    wide = None if sys.stdout.isatty() else 160
+    return Console(file=sys.stdout, width=wide, highlight=False)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented strict JSON, atomically (temp file + os.replace)."""
+    from robustact.experiments.records import atomic_write_text
+
+    try:
+        text = json.dumps(data, indent=1, allow_nan=False)
+    except ValueError as e:
+        raise CLIError(f"cannot write {path}: {e}") from e
+    return atomic_write_text(path, text + "\n")
+
+
+def add_data_options(p: argparse.ArgumentParser, n_default: int | None) -> None:
+    """``--dataset/--dataset-arg/--data-root/--split/--n`` (dataset default: the checkpoint's)."""
+    g = p.add_argument_group("data (default: the dataset the checkpoint was trained on)")
+    g.add_argument("--dataset", help="dataset name (robustact list datasets)")
+    g.add_argument(
+        "--dataset-arg", action="append", metavar="KEY=VALUE", help="dataset reader option"
+    )
+    g.add_argument("--data-root", help="folder holding the datasets")
+    g.add_argument("--split", default="test", help="split to use (default test)")
+    g.add_argument(
+        "--n",
+        type=int,
+        default=n_default,
+        help=f"first N points of the split (default {n_default or 'all'})",
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """The ``.safetensors`` file of a checkpoint given as that file, its ``.json`` sidecar, or
+    the folder ``robustact train --out`` wrote (holding ``model.safetensors``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    elif p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    if not p.is_file():
+        raise CLIError(
+            f"no checkpoint at {path}: expected a robustact train --out folder or a "
+            ".safetensors file with its .json sidecar"
+        )
+    if not p.with_suffix(".json").is_file():
+        raise CLIError(f"{p} has no .json sidecar beside it: not a robustact checkpoint")
+    return p
+
+
+def load_model(path: str, device: str) -> tuple[Any, dict[str, Any], Path]:
+    """Load a checkpoint's model (eval mode, on ``device``), its sidecar and its path.
+
+    Checkpoints of ``robustact train`` and of experiment cells rebuild the activation
+    placement (surgery) from their cell config; plain ``save_checkpoint`` files rebuild
+    from the model config alone.
+    """
+    from robustact.experiments import load_cell_model
+    from robustact.train import CheckpointError, load_checkpoint, read_sidecar
+
+    p = resolve_checkpoint(path)
+    try:
+        meta = read_sidecar(p)
+        if meta.get("kind") not in (None, "model"):
+            raise CLIError(
+                f"{p} is a {meta.get('kind')!r} checkpoint (training state), not a model; "
+                "pass the model.safetensors that robustact train writes"
+            )
+        if "cell" in (meta.get("extra") or {}):
+            model, meta = load_cell_model(p)
+        else:
+            model, meta = load_checkpoint(p)
+    except CheckpointError as e:
+        raise CLIError(str(e)) from e
+    return model.to(device).eval(), meta, p
+
+
+def eval_data(args: argparse.Namespace, meta: dict[str, Any], device: str) -> tuple[Any, Any, str]:
+    """``(x (N, C, H, W), y (N,), description)`` on ``device`` for a checkpoint's model:
+    ``--dataset`` or the checkpoint's training dataset, ``--split``, first ``--n`` points."""
+    from robustact.data import load_dataset
+
+    cell = (meta.get("extra") or {}).get("cell") or {}
+    opts = parse_kv(args.dataset_arg, "--dataset-arg")
+    if args.dataset is not None:
+        name = args.dataset
+    elif "dataset" in cell:
+        ds_cfg = dict(cell["dataset"])
+        name = str(ds_cfg.pop("name"))
+        opts = {**ds_cfg, **opts}
+    else:
+        raise CLIError("this checkpoint does not record its dataset; pass --dataset NAME")
+    if args.n is not None and args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    ds = load_dataset(name, root=args.data_root, split=args.split, **opts)
+    x, y = ds.tensors()
+    if args.n is not None:
+        x, y = x[: args.n], y[: args.n]
+    shape = (meta.get("extra") or {}).get("input_shape")
+    if shape is not None and list(x.shape[1:]) != [int(v) for v in shape]:
+        raise CLIError(
+            f"dataset {name} has images {tuple(x.shape[1:])} but the model was trained on "
+            f"{tuple(shape)}; pass the training dataset (and its --dataset-arg options)"
+        )
+    desc = f"{name}{''.join(f' {k}={v}' for k, v in opts.items())} {args.split} n={len(y)}"
+    return x.to(device), y.to(device), desc
+
+
+def check_eps(eps: float, option: str = "--eps") -> float:
+    """A finite eps >= 0."""
+    import math
+
+    if not (math.isfinite(eps) and eps >= 0):
+        raise CLIError(f"{option} must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def fail(message: str) -> NoReturn:
+    """Raise :class:`CLIError` (for expressions)."""
+    raise CLIError(message)
