@@ -54,11 +54,54 @@ def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
     return list(dict.fromkeys(r.get(key) for r in records))
 
 
+#: Config sections whose varying keys tell methods apart in experiment-runner records
+#: (``cfg.activation.name``, ``cfg.activation.max_value``, ``cfg.objective.lam``, ...).
+METHOD_SECTIONS = ("cfg.model.", "cfg.activation.", "cfg.preprocess.", "cfg.defense.",
+                   "cfg.transform.", "cfg.objective.", "cfg.training.")  # fmt: skip
+
+
+def with_method_labels(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``records`` with a ``"method"`` label built from the config keys that vary.
+
+    Runner records spread a cell's config over keys such as ``cfg.activation.name`` and
+    ``cfg.activation.max_value``; one method is one combination of every such key that
+    differs between cells (datasets and seeds excluded: they are rows and repeats). The
+    label reads ``srelu(max_value=0.01, where=act2) + natural``: per section its name and
+    the arguments that vary. Records that already carry ``cfg.method`` are left as they are.
+    """
+    out = [dict(r) for r in records]
+    if not out or any("cfg.method" in r for r in out):
+        return out
+    keys = sorted({k for r in out for k in r if k.startswith(METHOD_SECTIONS)})
+    if not keys:  # not runner records: nothing to label
+        return out
+    varying = {k for k in keys if len(_distinct(out, k)) > 1}
+    for r in out:
+        parts = []
+        for sec in METHOD_SECTIONS:
+            sec_keys = [k for k in keys if k.startswith(sec)]
+            if not any(k in varying for k in sec_keys):
+                continue
+            name = r.get(sec + "name")
+            args = [
+                f"{k[len(sec) :]}={fmt_key(r[k])}"
+                for k in sec_keys
+                if k in varying and k != sec + "name" and r.get(k) is not None
+            ]
+            label = fmt_key(name) if name is not None else sec[4:-1]
+            parts.append(f"{label}({', '.join(args)})" if args else label)
+        r["method"] = " + ".join(parts) if parts else "all"
+    return out
+
+
 def guess_method_key(records: Sequence[Mapping[str, Any]]) -> str | tuple[str, ...]:
-    """ "cfg.method" when present, else the `METHOD_KEYS` that vary (joined in the label)."""
+    """ "cfg.method", else "method" (see `with_method_labels`), else the `METHOD_KEYS` that
+    vary (joined in the label)."""
     present = [k for k in METHOD_KEYS if any(k in r for r in records)]
     if "cfg.method" in present:
         return "cfg.method"
+    if any("method" in r for r in records):
+        return "method"
     varying = [k for k in present if len(_distinct(records, k)) > 1]
     if varying:
         return varying[0] if len(varying) == 1 else tuple(varying)
@@ -203,8 +246,10 @@ def build_report(
     records, masking, meta = _load(source)
     if not records:
         raise ValueError("no finished cells to report; run the experiment first")
+    if method_key is None:
+        records = with_method_labels(records)
     mkey = method_key if method_key is not None else guess_method_key(records)
-    groups = [k for k in ("cfg.dataset",) if any(k in r for r in records)]
+    groups = [k for k in ("cfg.dataset", "cfg.dataset.name") if any(k in r for r in records)]
     if row_keys is None:
         row_keys = [*groups, "attack", "eps"]
         if len({r.get("norm") for r in records if r.get("norm")}) > 1:
