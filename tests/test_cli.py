@@ -128,6 +128,17 @@ def test_train_attack_evaluate_diagnose(tmp_path: Path, capsys: pytest.CaptureFi
     # a second fresh run into the same folder is refused (it would mix two runs)
     assert main(argv) == 2
     assert "--resume" in _error_line(capsys)
+    # --resume continues the saved run (a longer run from the same options)
+    more = [*argv[:-8], "--epochs", "3", "--lr", "0.01", "--no-progress", "--out", str(ck)]
+    assert main([*more, "--resume"]) == 0
+    capsys.readouterr()
+    side = json.loads((ck / "model.json").read_text())
+    assert [h["epoch"] for h in side["history"]] == [0, 1, 2]
+    # a training-state file is not a model checkpoint
+    state = sorted((ck / "train").glob("epoch_*.safetensors"))
+    state = [p for p in state if not p.name.endswith(".optim.safetensors")]
+    assert main(["attack", str(state[-1]), "--eps", "0.1"]) == 2
+    assert "training state" in _error_line(capsys)
 
     adv = tmp_path / "adv.safetensors"
     aj = tmp_path / "attack.json"

@@ -230,7 +230,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     con.print(f"trained {config['model']['name']} with {_act_label(config['activation'])} "
               f"({prep.objective.name}) on {config['dataset']['name']}: {len(history)} epochs, "
               f"{seconds:.1f} s on {device}" + (" [quick]" if args.quick else ""))  # fmt: skip
-    parts = [f"{k} {last[k]:.4f}" for k in ("loss", "val_loss", "val_acc") if k in last]
+    keys = ("loss", "val_loss", "val_acc")
+    parts = [f"{k} {last[k]:.4f}" for k in keys if isinstance(last.get(k), float)]
     parts.append(f"test accuracy {100 * test_acc:.2f} %")
     con.print("final: " + ", ".join(parts))
     con.print(f"checkpoint: {path}")
