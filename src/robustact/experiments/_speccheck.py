@@ -58,43 +58,79 @@ def meta_model(model: Entry, shape: tuple[int, int, int]) -> nn.Module:
 
 def check_combinations(spec: Spec, ctx: P.Ctx) -> None:
     """Append an error for every combination of the kept cells that cannot run."""
-    g = spec.grid
-    live = g.live()
-    if not live:
+    cells = [g.values(idx) for g in spec.grid.blocks() for idx in g.live()]
+    if not cells:
         ctx.err("grid.exclude", "excludes every cell; nothing would run")
         return
-    models: dict[int, nn.Module] = {}
-    for d, m in sorted({(d, m) for d, m, *_ in live}):
-        shape = dataset_shape(g.datasets[d].config)
-        if shape is None:
-            continue
-        try:
-            models.setdefault(m, meta_model(g.models[m], shape))
-        except _BUILD_ERRORS as e:
-            ctx.err(
-                g.models[m].path,
-                f'model "{g.models[m].name}" cannot take the {shape} images of dataset '
-                f'"{g.datasets[d].name}" ({g.datasets[d].path}): {_first_line(e)}',
-            )
-    for m, a in sorted({(m, a) for _, m, a, *_ in live}):
-        _check_placement(g.models[m], g.activations[a], models.get(m), ctx)
-    epochs = int(spec.training.get("epochs", TrainConfig().epochs))
-    for a, o in sorted({(a, o) for _, _, a, o, _ in live}):
-        act, obj = g.activations[a], g.objectives[o]
-        if B.uses_drelu_penalty(obj.config) and act.name != "drelu":
+    models: dict[str, nn.Module] = {}
+    seen: set[tuple[str, ...]] = set()
+
+    def once(*entries: Entry) -> bool:
+        key = tuple(e.path for e in entries)
+        new = key not in seen
+        seen.add(key)
+        return new
+
+    for v in cells:
+        ds, model = v["dataset"], v["model"]
+        shape = dataset_shape(ds.config)
+        if shape is not None and once(ds, model):
+            try:
+                models.setdefault(model.path, meta_model(model, shape))
+            except _BUILD_ERRORS as e:
+                ctx.err(
+                    model.path,
+                    f'model "{model.name}" cannot take the {shape} images of dataset '
+                    f'"{ds.name}" ({ds.path}): {_first_line(e)}',
+                )
+    for v in cells:
+        model, act, obj = v["model"], v["activation"], v["objective"]
+        if once(model, act):
+            _check_placement(model, act, models.get(model.path), ctx)
+        for key in ("transform", "swap"):
+            if v[key].name != "none" and once(model, act, v[key]):
+                _check_after(model, act, v[key], models.get(model.path), ctx)
+        if once(act, obj) and B.uses_drelu_penalty(obj.config) and act.name != "drelu":
             ctx.err(
                 obj.path,
                 f"the D-ReLU cap penalty needs a D-ReLU in the model, but activation "
                 f'"{act.label}" ({act.path}) has none; use a drelu activation or add '
                 f"{{activation: {act.name}, objective: {obj.name}}} to grid.exclude",
             )
-    for obj in {id(g.objectives[o]): g.objectives[o] for *_, o, _ in live}.values():
-        if obj.name == "two_phase" and obj.config.get("switch_epoch", 0) >= epochs:
+        training = {**spec.training, **model.config.get("training", {})}
+        epochs = int(training.get("epochs", TrainConfig().epochs))
+        switch = obj.config.get("switch_epoch", 0)
+        if obj.name == "two_phase" and switch >= epochs and once(obj, model):
             ctx.err(
                 P.join(obj.path, "switch_epoch"),
-                f"switches at epoch {obj.config['switch_epoch']} but training runs "
+                f"switches at epoch {switch} but training runs "
                 f"{epochs} epochs; use a smaller switch_epoch or switch_fraction",
             )
+
+
+def _check_after(
+    model: Entry, act: Entry, change: Entry, meta: nn.Module | None, ctx: P.Ctx
+) -> None:
+    """A transform's or swap's ``where``/``count`` must select activations; a cap swap
+    needs caps."""
+    if change.name == "cap":
+        if act.name not in ("srelu", "drelu"):
+            ctx.err(
+                change.path,
+                f'sets S-ReLU/D-ReLU caps, but activation "{act.label}" ({act.path}) has '
+                "none; exclude the pair or swap in a capped activation",
+            )
+        return
+    where = change.config.get("where")
+    if "count" in change.config:
+        where = list(range(int(change.config["count"])))
+    if where is None or meta is None:
+        return
+    try:
+        replace_activations(meta, "relu", B.where_match(where))
+    except (ValueError, IndexError, TypeError) as e:
+        key = "count" if "count" in change.config else "where"
+        ctx.err(P.join(change.path, key), f'{_first_line(e)} (model "{model.name}", {model.path})')
 
 
 def _check_placement(model: Entry, act: Entry, meta: nn.Module | None, ctx: P.Ctx) -> None:

@@ -140,7 +140,7 @@ def build_model(
         example_input: a batch (N, C, H, W) used to size per-unit activations (D-ReLU)
             placed by surgery and to materialise lazy parameters.
     """
-    opts = {k: v for k, v in model_cfg.items() if k != "name"}
+    opts = {k: v for k, v in model_cfg.items() if k not in ("name", "training")}
     name = str(model_cfg["name"])
     c, h, w = input_shape
     if "input_size" in callable_params(_model_builder(name)):

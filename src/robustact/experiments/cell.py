@@ -34,6 +34,7 @@ import torch
 from robustact.data import load_dataset, train_val_split
 from robustact.evaluate import EvalResult, Protocol, evaluate, get_protocol
 from robustact.experiments import builders as B
+from robustact.experiments._cellextras import apply_transform, defended_model, run_diagnostics
 from robustact.experiments.records import MetricRow, cell_id
 from robustact.experiments.store import ResultStore
 
@@ -180,7 +181,8 @@ def prepare_cell(
         model = B.build_model(
             config["model"], config["activation"], full.input_shape, full.num_classes,
             example_input=train.tensors()[0][:8],
-        ).to(dev)  # fmt: skip
+        )  # fmt: skip
+        model = apply_transform(model, config.get("transform")).to(dev)
     tcfg = B.build_train_config(training, seed, progress=progress, device=str(dev))
     objective = B.build_objective(config["objective"], tcfg.epochs)
     shape = (int(full.input_shape[0]), int(full.input_shape[1]), int(full.input_shape[2]))
@@ -245,6 +247,8 @@ def finish_cell(
         shutil.rmtree(cell_dir / "train", ignore_errors=True)  # only needed to resume
     model.eval()
     ev = prep.config["evaluation"]
+    # swaps and preprocessing act on the trained classifier (the checkpoint holds it bare)
+    model, defence = defended_model(model, prep.config, prep.train.tensors()[0], seed)
     x, y = prep.test.tensors()
     if ev.get("n"):
         x, y = x[: ev["n"]], y[: ev["n"]]
@@ -266,7 +270,15 @@ def finish_cell(
                                   bool(ev["fast"]), seed)  # fmt: skip
             rows += mrows
             masking.append(rep)
-    t.lap("masking", t0)
+    t0 = t.lap("masking", t0)
+    diag: dict[str, Any] = {}
+    if ev.get("diagnostics"):
+        drows, diag = run_diagnostics(
+            model, x.to(dev), y.to(dev), ev["diagnostics"], eps=[float(e) for e in ev["eps"]],
+            norm=ev["norm"], history=history.records, seed=seed,
+        )  # fmt: skip
+        rows += drows
+        t.lap("diagnostics", t0)
     last = history.last if len(history) else {}
     for key in ("loss", "val_loss", "val_acc"):
         if isinstance(last.get(key), float):
@@ -284,11 +296,16 @@ def finish_cell(
     }  # fmt: skip
     if masking:
         extra["masking"] = _summarise_masking(masking)
+    if diag:
+        extra["diagnostics"] = diag
+    if defence:
+        extra["defence"] = defence
     return CellOutput(rows, extra, None if ckpt is None else str(ckpt))
 
 
 def load_cell_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a cell's trained model from its checkpoint, activation placement included.
+    """Rebuild a cell's trained model from its checkpoint, activation placement and model
+    transform included (the bare classifier: without the cell's swap or preprocessing).
 
     ``robustact.train.load_checkpoint`` alone rebuilds the model from ``create_model``'s
     config, which does not know about surgery (``where:``/``insert:``); the sidecar of a
@@ -305,7 +322,7 @@ def load_cell_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
     cell = extra["cell"]
     c, h, w = (int(v) for v in extra["input_shape"])
     model = B.build_model(cell["model"], cell["activation"], (c, h, w), int(extra["num_classes"]))
-    return load_checkpoint(path, model)
+    return load_checkpoint(path, apply_transform(model, cell.get("transform")))
 
 
 def _summarise_masking(reports: list[dict[str, Any]]) -> dict[str, Any]:

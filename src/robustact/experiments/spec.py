@@ -38,18 +38,40 @@ Keys (``name``, ``grid`` and ``evaluation.eps`` are required):
   placement: none (every activation of the model), ``where:`` (a surgery match: an
   index, a list of indices, a glob on module names such as ``act2``, ``"re:..."``, or
   ``{type: relu}``) or ``insert: before_output | after_input`` with ``width``.
+* ``grid.models`` entries may carry ``training: {...}``: TrainConfig overrides for that
+  model's cells (e.g. the peak lr of each architecture in one table).
+* ``grid.preprocess`` (default ``[none]``): ``list_preprocessors()`` names or ``{name,
+  **arguments}``; the trained classifier is evaluated as ``Preprocessed(classifier,
+  step)``; ``autoencoder`` (channels from the data) is trained on the cell's training
+  split with ``epochs``, ``noise_std``, ``lr``, ``batch_size``.
+* ``grid.transforms`` (default ``[none]``), applied before training: ``{name:
+  spectral_norm, n_power_iterations, exclude: [globs]}`` or ``{name: dropout, p, where}``
+  (an ``nn.Dropout`` after every, or every matched, activation).
+* ``grid.swaps`` (default ``[none]``), applied after training (the checkpoint keeps the
+  trained model): an activation ``{name, **arguments, where: match | count: k}`` replacing
+  all, the matched or the first ``k`` activations, or ``{name: cap, max_value: m}``
+  setting every S-ReLU/D-ReLU cap to ``m``. A ``none`` value of these three axes is left
+  out of the cell config (specs without them keep their cell ids).
+* ``grid.include``: partial grids (any axes, e.g. ``{objectives: [natural], preprocess:
+  [jpeg, median]}``) whose cells are added to the main grid's; ``exclude`` applies to all.
 * ``grid.objectives``: ``list_objectives()`` names or ``{name, **hyper-parameters}``;
   ``adversarial`` takes ``attack: {name, **kwargs}`` (any attack or ``training_pgd``) and
   ``clean_weight``; ``two_phase`` takes ``first`` (default natural), ``second`` and
   ``switch_epoch`` or ``switch_fraction``; any objective may add ``penalty: lam`` (the
   D-ReLU cap penalty). ``grid.seeds``: ints >= 0 (default [0]). ``grid.exclude``: rules
-  ``{dataset|model|activation|objective|seed: name}`` dropping matching combinations.
+  ``{dataset|model|activation|objective|preprocess|transform|swap|seed: name}`` dropping
+  matching combinations.
 * ``training``: TrainConfig fields (not ``seed``/``device``/``progress``) and
   ``val_fraction`` (default 0.2; the train split is divided, stratified and seeded).
 * ``evaluation``: ``protocols`` (``list_protocols()`` names or ``{name, attacks: [{attack,
   label, bpda, eot, own_threat, **kwargs}], cascade, eot_samples, repeats}``; default
   [seed, adaptive]), ``eps`` (number or list), ``norm`` (linf/l2), ``n`` (first n test
-  points; default all), ``fast``, ``masking`` (default true), ``batch_size``.
+  points; default all), ``fast``, ``masking`` (default true), ``batch_size``,
+  ``diagnostics`` (names or ``{name, **options}`` of ``layer_growth``, ``zero_gradient``,
+  ``sensitivity_map``, ``negative_unit_ratio``, ``cap_trajectory``,
+  ``input_gradient_norm``, ``pgd_steps``; run on the evaluated model after the protocols,
+  stored as ``protocol == "diagnostics"`` rows and in ``extra["diagnostics"]``; see
+  ``robustact.experiments._cellextras``).
 * ``quick``: partial ``grid`` (axes replaced), ``training`` and ``evaluation`` (keys
   replaced) used by ``--quick``; without one, quick means fast protocols, at most 2
   epochs and 500 test points.
@@ -62,7 +84,6 @@ Keys (``name``, ``grid`` and ``evaluation.eps`` are required):
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,9 +94,12 @@ import yaml
 
 from robustact.attacks.threat import canonical_norm
 from robustact.experiments import _speccheck as C
+from robustact.experiments import _specextra as X
+from robustact.experiments import _specgrid as G
 from robustact.experiments import _specparse as P
 from robustact.experiments import _specsections as S
-from robustact.experiments.records import canonical_json, cell_id
+from robustact.experiments._specgrid import AXES, OPTIONAL_AXES, Entry, Grid
+from robustact.experiments.records import cell_id
 
 __all__ = ["Cell", "Entry", "Evaluation", "Grid", "Spec", "SpecError", "load_spec", "parse_spec"]
 
@@ -85,11 +109,9 @@ DEFAULT_VAL_FRACTION = 0.2
 #: What ``--quick`` does to a spec that has no ``quick:`` block.
 DEFAULT_QUICK: dict[str, Any] = {"training": {"epochs": 2}, "evaluation": {"fast": True, "n": 500}}
 
-_GRID_KEYS = ("datasets", "models", "activations", "objectives", "seeds", "exclude")
-_EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size")
+_EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size", "diagnostics")
 _TOP_KEYS = ("name", "description", "grid", "training", "evaluation", "quick", "output_dir",
              "data_root")  # fmt: skip
-_EXCLUDE_AXES = ("dataset", "model", "activation", "objective", "seed")
 
 
 class SpecError(ValueError):
@@ -98,58 +120,6 @@ class SpecError(ValueError):
     def __init__(self, errors: list[str]) -> None:
         self.errors = list(errors)
         super().__init__("\n".join(self.errors))
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One value of a grid axis: its canonical config and where it is written."""
-
-    config: dict[str, Any]
-    path: str
-
-    @property
-    def name(self) -> str:
-        return str(self.config["name"])
-
-    @property
-    def label(self) -> str:
-        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
-        args = [f"{k}={v}" for k, v in self.config.items() if k not in ("name", "where", "insert")]
-        text = self.name + (f"({', '.join(args)})" if args else "")
-        if "where" in self.config:
-            text += f"@{self.config['where']}"
-        if "insert" in self.config:
-            text += f"+{self.config['insert']}"
-        return text
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The axes of a spec (``exclude`` drops combinations by name)."""
-
-    datasets: tuple[Entry, ...]
-    models: tuple[Entry, ...]
-    activations: tuple[Entry, ...]
-    objectives: tuple[Entry, ...]
-    seeds: tuple[int, ...]
-    exclude: tuple[dict[str, Any], ...] = ()
-
-    def live(self) -> list[tuple[int, int, int, int, int]]:
-        """Index tuples (dataset, model, activation, objective, seed) of the kept cells."""
-        out = []
-        for idx in itertools.product(
-            range(len(self.datasets)), range(len(self.models)), range(len(self.activations)),
-            range(len(self.objectives)), range(len(self.seeds)),
-        ):  # fmt: skip
-            d, m, a, o, s = idx
-            vals = {
-                "dataset": self.datasets[d].name, "model": self.models[m].name,
-                "activation": self.activations[a].name, "objective": self.objectives[o].name,
-                "seed": self.seeds[s],
-            }  # fmt: skip
-            if not any(all(vals[k] == v for k, v in rule.items()) for rule in self.exclude):
-                out.append(idx)
-        return out
 
 
 @dataclass(frozen=True)
@@ -163,13 +133,17 @@ class Evaluation:
     fast: bool = False
     masking: bool = True
     batch_size: int = 500
+    diagnostics: tuple[dict[str, Any], ...] = ()
 
     def config(self) -> dict[str, Any]:
-        return {
+        out = {
             "protocols": [p.config for p in self.protocols], "eps": list(self.eps),
             "norm": self.norm, "n": self.n, "fast": self.fast, "masking": self.masking,
             "batch_size": self.batch_size,
         }  # fmt: skip
+        if self.diagnostics:  # left out when empty: older specs keep their cell ids
+            out["diagnostics"] = [dict(d) for d in self.diagnostics]
+        return out
 
 
 @dataclass(frozen=True)
@@ -196,32 +170,66 @@ class Spec:
     quick: dict[str, Any] | None = field(default=None, repr=False)
 
     def resolved(self, quick: bool = False) -> Spec:
-        """This spec, or with its ``quick:`` overrides applied (``DEFAULT_QUICK`` if none)."""
+        """This spec, or with its ``quick:`` overrides applied (``DEFAULT_QUICK`` if none).
+
+        Quick training keys also override the per-model ``training:`` blocks."""
         if not quick:
             return self
         q = self.quick or _default_quick(self)
         grid = dataclasses.replace(self.grid, **q.get("grid", {}))
+        forced = set(q.get("training", {}))
+        if forced:
+            grid = dataclasses.replace(
+                grid,
+                models=tuple(_drop_training(e, forced) for e in grid.models),
+                include=tuple(
+                    {**b, "models": tuple(_drop_training(e, forced) for e in b["models"])}
+                    if "models" in b
+                    else b
+                    for b in grid.include
+                ),
+            )
         evaluation = dataclasses.replace(self.evaluation, **q.get("evaluation", {}))
         training = {**self.training, **q.get("training", {})}
         return dataclasses.replace(self, grid=grid, evaluation=evaluation, training=training)
 
     def cells(self, quick: bool = False) -> list[Cell]:
         """The expanded grid, in axis order (datasets, models, activations, objectives,
-        seeds); with ``quick`` the quick overrides apply."""
+        preprocess, transforms, swaps, seeds), then the cells of each ``include`` block
+        that are new; with ``quick`` the quick overrides apply."""
         spec = self.resolved(quick)
-        g = spec.grid
-        training = {"val_fraction": DEFAULT_VAL_FRACTION, **spec.training}
-        out = []
-        for d, m, a, o, s in g.live():
-            cfg = {
-                "dataset": g.datasets[d].config, "model": g.models[m].config,
-                "activation": g.activations[a].config, "objective": g.objectives[o].config,
-                "seed": g.seeds[s], "training": training, "evaluation": spec.evaluation.config(),
-            }  # fmt: skip
-            label = "/".join([g.datasets[d].label, g.models[m].label, g.activations[a].label,
-                              g.objectives[o].label, f"seed{g.seeds[s]}"])  # fmt: skip
-            out.append(Cell(cell_id(cfg), cfg, label))
+        base_training = {"val_fraction": DEFAULT_VAL_FRACTION, **spec.training}
+        out: list[Cell] = []
+        seen: set[str] = set()
+        for g in spec.grid.blocks():
+            for idx in g.live():
+                v = g.values(idx)
+                model = dict(v["model"].config)
+                training = {**base_training, **model.pop("training", {})}
+                cfg: dict[str, Any] = {
+                    "dataset": v["dataset"].config, "model": model,
+                    "activation": v["activation"].config, "objective": v["objective"].config,
+                }  # fmt: skip
+                labels = [v[k].label for k in ("dataset", "model", "activation", "objective")]
+                for k in OPTIONAL_AXES:
+                    if v[k].name != "none":  # left out: older specs keep their cell ids
+                        cfg[k] = v[k].config
+                        labels.append(f"{k}={v[k].label}")
+                cfg.update(seed=v["seed"], training=training,
+                           evaluation=spec.evaluation.config())  # fmt: skip
+                cid = cell_id(cfg)
+                if cid not in seen:
+                    seen.add(cid)
+                    out.append(Cell(cid, cfg, "/".join([*labels, f"seed{v['seed']}"])))
         return out
+
+
+def _drop_training(e: Entry, keys: set[str]) -> Entry:
+    if "training" not in e.config:
+        return e
+    kept = {k: v for k, v in e.config["training"].items() if k not in keys}
+    cfg = {k: v for k, v in e.config.items() if k != "training"}
+    return Entry({**cfg, "training": kept} if kept else cfg, e.path)
 
 
 def _default_quick(spec: Spec) -> dict[str, Any]:
@@ -284,12 +292,13 @@ def parse_spec(
             ctx.err(key, f"expected a path (a string), got {P.show(v)}")
             v = None
         dirs[key] = None if v is None else base / Path(v).expanduser()
-    grid = _grid(top["grid"], "grid", ctx, partial=False) if "grid" in top else {}
+    grid = G.parse_grid(top["grid"], "grid", ctx, partial=False) if "grid" in top else {}
     training = S.training_section(top.get("training", {}), "training", ctx) or {}
     ev = _evaluation(top["evaluation"], "evaluation", ctx, False) if "evaluation" in top else {}
     quick = _quick(top["quick"], "quick", ctx, top.get("grid")) if "quick" in top else None
     axes = ("datasets", "models", "activations", "objectives", "seeds")
-    if not all(grid.get(k) for k in axes):
+    optional = ("preprocess", "transforms", "swaps")
+    if not all(grid.get(k) for k in axes) or not all(grid[k] for k in optional if k in grid):
         raise SpecError(ctx.errors or [f"{source}: the spec has no valid grid/evaluation"])
     spec = Spec(
         name=str(name), source=source, grid=Grid(**grid), training=training,
@@ -309,106 +318,6 @@ def parse_spec(
 
 
 # --------------------------------------------------------------------------- sections
-
-
-_ENTRY_PARSERS = {
-    "datasets": P.dataset_entry,
-    "models": P.model_entry,
-    "activations": P.activation_entry,
-    "objectives": P.objective_entry,
-}
-
-_GRID_DEFAULTS: dict[str, Any] = {
-    "activations": (Entry({"name": "relu"}, "grid.activations"),),
-    "objectives": (Entry({"name": "natural"}, "grid.objectives"),),
-    "seeds": (0,),
-    "exclude": (),
-}
-
-
-def _written_names(node: Any) -> dict[str, list[Any]]:
-    """Names as written on each axis of a grid node (valid or not), for exclude rules."""
-    out: dict[str, list[Any]] = {axis: [] for axis in _EXCLUDE_AXES}
-    if not isinstance(node, Mapping):
-        return out
-    for axis in _EXCLUDE_AXES:
-        items = node.get(axis + "s")
-        for item in items if isinstance(items, list) else []:
-            out[axis].append(item.get("name") if isinstance(item, Mapping) else item)
-    return out
-
-
-def _check_exclude(
-    rules: list[dict[str, Any]],
-    path: str,
-    names: dict[str, list[Any]],
-    broken: set[str],
-    ctx: P.Ctx,
-) -> None:
-    for i, rule in enumerate(rules):
-        for axis, v in rule.items():
-            if axis not in broken and v not in names[axis]:
-                known = [str(n) for n in dict.fromkeys(names[axis])]
-                ctx.err(
-                    f"{path}[{i}].{axis}",
-                    f"{P.show(v)} matches no {axis} of the grid{P.suggest(str(v), known)} "
-                    f"(grid has: {', '.join(known)})",
-                )
-
-
-def _grid(node: Any, path: str, ctx: P.Ctx, partial: bool, base: Any = None) -> dict[str, Any]:
-    m = P.mapping(node, path, ctx)
-    if m is None:
-        return {}
-    P.check_keys(m, _GRID_KEYS, path, ctx, required=() if partial else ("datasets", "models"))
-    out: dict[str, Any] = {} if partial else dict(_GRID_DEFAULTS)
-    broken: set[str] = set()  # axes with a bad entry: exclude rules there may name it
-    for key, parse in _ENTRY_PARSERS.items():
-        if key not in m:
-            continue
-        n0 = len(ctx.errors)
-        kp = P.join(path, key)
-        entries: list[Entry] = []
-        seen: dict[str, str] = {}
-        for i, item in enumerate(P.listing(m[key], kp, ctx) or []):
-            ip = P.join(kp, i)
-            cfg = parse(item, ip, ctx)
-            if cfg is None:
-                continue
-            canon = canonical_json(cfg)
-            if canon in seen:
-                ctx.err(ip, f"duplicate of {seen[canon]} (it would repeat the same cells)")
-                continue
-            seen[canon] = ip
-            entries.append(Entry(cfg, ip))
-        out[key] = tuple(entries)
-        if len(ctx.errors) > n0:
-            broken.add(key[:-1])
-    if "seeds" in m:
-        seeds: list[int] = []
-        for i, s in enumerate(P.listing(m["seeds"], P.join(path, "seeds"), ctx) or []):
-            sp = P.join(P.join(path, "seeds"), i)
-            v = P.number(s, sp, ctx, "int", 0)
-            if v is not None and v in seeds:
-                ctx.err(sp, f"duplicate seed {v}")
-            elif v is not None:
-                seeds.append(v)
-        out["seeds"] = tuple(seeds)
-    if "exclude" in m:
-        rules = []
-        ep = P.join(path, "exclude")
-        for i, r in enumerate(P.listing(m["exclude"], ep, ctx, empty_ok=True) or []):
-            rm = P.mapping(r, P.join(ep, i), ctx)
-            if rm is not None and rm and P.check_keys(rm, _EXCLUDE_AXES, P.join(ep, i), ctx):
-                rules.append(rm)
-            elif rm == {}:
-                ctx.err(P.join(ep, i), "an empty rule would exclude every cell")
-        names = _written_names(m)
-        for axis, more in _written_names(base).items():
-            names[axis] += more
-        _check_exclude(rules, ep, names, broken, ctx)
-        out["exclude"] = tuple(rules)
-    return out
 
 
 def _evaluation(node: Any, path: str, ctx: P.Ctx, partial: bool) -> dict[str, Any]:
@@ -452,6 +361,9 @@ def _evaluation(node: Any, path: str, ctx: P.Ctx, partial: bool) -> dict[str, An
         out["n"] = None if m["n"] is None else P.ranged("n", m["n"], P.join(path, "n"), ctx)
     if "batch_size" in m:
         out["batch_size"] = P.ranged("batch_size", m["batch_size"], P.join(path, "batch_size"), ctx)
+    if "diagnostics" in m:
+        dp = P.join(path, "diagnostics")
+        out["diagnostics"] = X.diagnostics_section(m["diagnostics"], dp, ctx)
     for k in ("fast", "masking"):
         if k in m:
             if not isinstance(m[k], bool):
@@ -467,7 +379,7 @@ def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] |
     P.check_keys(m, ("grid", "training", "evaluation"), path, ctx)
     out: dict[str, Any] = {}
     if "grid" in m:
-        out["grid"] = _grid(m["grid"], P.join(path, "grid"), ctx, True, base=base_grid)
+        out["grid"] = G.parse_grid(m["grid"], P.join(path, "grid"), ctx, True, base=base_grid)
     if "training" in m:
         out["training"] = S.training_section(m["training"], P.join(path, "training"), ctx) or {}
     if "evaluation" in m:
@@ -479,9 +391,9 @@ def spec_summary(spec: Spec, quick: bool = False) -> Mapping[str, Any]:
     """Counts per axis and the number of cells (for ``robustact run --dry-run``)."""
     s = spec.resolved(quick)
     g = s.grid
+    counts = {grid_key: len(g.axis(key)) for key, grid_key in AXES}
     return {
-        "name": s.name, "datasets": len(g.datasets), "models": len(g.models),
-        "activations": len(g.activations), "objectives": len(g.objectives),
-        "seeds": len(g.seeds), "cells": len(g.live()),
+        "name": s.name, **counts, "include": len(g.include), "cells": len(s.cells()),
         "protocols": [p.name for p in s.evaluation.protocols], "eps": list(s.evaluation.eps),
+        "diagnostics": [d["name"] for d in s.evaluation.diagnostics],
     }  # fmt: skip

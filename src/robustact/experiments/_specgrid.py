@@ -1,0 +1,277 @@
+"""The grid of an experiment spec: its axes, entries, exclude rules and include blocks.
+
+Axes, in expansion order (each value is an :class:`Entry`, seeds are ints):
+
+=============  =========  ==================================================================
+grid key       cell key   what it sets
+=============  =========  ==================================================================
+datasets       dataset    the data (``list_datasets()``)
+models         model      the architecture (``list_models()``), optional ``training:``
+activations    activation the activation and its placement
+objectives     objective  the training objective
+preprocess     preprocess an input-preprocessing defence in front of the trained classifier
+transforms     transform  a model change before training (``spectral_norm``, ``dropout``)
+swaps          swap       an activation change after training (``{name: relu, count: 4}``,
+                          ``{name: cap, max_value: 0.05}``)
+seeds          seed       the seed
+=============  =========  ==================================================================
+
+``preprocess``, ``transforms`` and ``swaps`` default to ``[none]``; a ``none`` value is left
+out of the cell config, so specs without them keep their cell ids. ``include`` lists partial
+grids (axes replaced) whose cells are added to the main grid's (duplicates dropped), so a
+spec can hold several small products instead of one huge one; ``exclude`` applies to all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from robustact.experiments import _specextra as X
+from robustact.experiments import _specparse as P
+from robustact.experiments._specsections import training_section
+from robustact.experiments.records import canonical_json
+
+__all__ = ["AXES", "Entry", "Grid", "parse_grid"]
+
+#: (cell key, grid key) of every axis, in expansion order.
+AXES: tuple[tuple[str, str], ...] = (
+    ("dataset", "datasets"), ("model", "models"), ("activation", "activations"),
+    ("objective", "objectives"), ("preprocess", "preprocess"), ("transform", "transforms"),
+    ("swap", "swaps"), ("seed", "seeds"),
+)  # fmt: skip
+_GRID_KEY = dict(AXES)
+#: Axes whose ``none`` value is left out of the cell config.
+OPTIONAL_AXES = ("preprocess", "transform", "swap")
+_GRID_KEYS = (*(g for _, g in AXES), "exclude", "include")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One value of a grid axis: its canonical config and where it is written."""
+
+    config: dict[str, Any]
+    path: str
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def label(self) -> str:
+        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
+        hidden = ("name", "where", "insert", "training")
+        args = [f"{k}={v}" for k, v in self.config.items() if k not in hidden]
+        text = self.name + (f"({', '.join(args)})" if args else "")
+        if "where" in self.config:
+            text += f"@{self.config['where']}"
+        if "insert" in self.config:
+            text += f"+{self.config['insert']}"
+        return text
+
+
+def _none(key: str) -> tuple[Entry, ...]:
+    return (Entry({"name": "none"}, f"grid.{key}"),)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The axes of a spec (``exclude`` drops combinations by name, ``include`` adds the
+    cells of partial grids)."""
+
+    datasets: tuple[Entry, ...]
+    models: tuple[Entry, ...]
+    activations: tuple[Entry, ...]
+    objectives: tuple[Entry, ...]
+    seeds: tuple[int, ...]
+    exclude: tuple[dict[str, Any], ...] = ()
+    preprocess: tuple[Entry, ...] = _none("preprocess")
+    transforms: tuple[Entry, ...] = _none("transforms")
+    swaps: tuple[Entry, ...] = _none("swaps")
+    include: tuple[dict[str, Any], ...] = ()
+
+    def axis(self, key: str) -> tuple[Any, ...]:
+        """The values of cell key ``key`` ("dataset", ..., "seed")."""
+        return tuple(getattr(self, _GRID_KEY[key]))
+
+    def blocks(self) -> list[Grid]:
+        """This grid without its includes, then one grid per include block."""
+        main = dataclasses.replace(self, include=())
+        return [main, *(dataclasses.replace(main, **block) for block in self.include)]
+
+    def live(self) -> list[tuple[int, ...]]:
+        """Index tuples (one index per axis of ``AXES``) of this grid's kept cells (the
+        include blocks are separate grids: see :meth:`blocks`)."""
+        axes = [self.axis(k) for k, _ in AXES]
+        out = []
+        for idx in itertools.product(*(range(len(a)) for a in axes)):
+            vals = {
+                k: (v if k == "seed" else v.name)
+                for (k, _), v in zip(AXES, (a[i] for a, i in zip(axes, idx, strict=True)),
+                                     strict=True)
+            }  # fmt: skip
+            if not any(all(vals[k] == v for k, v in rule.items()) for rule in self.exclude):
+                out.append(idx)
+        return out
+
+    def values(self, idx: tuple[int, ...]) -> dict[str, Any]:
+        """{cell key: Entry or seed} of one index tuple of :meth:`live`."""
+        return {k: self.axis(k)[i] for (k, _), i in zip(AXES, idx, strict=True)}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _model_entry(item: Any, path: str, ctx: P.Ctx) -> dict[str, Any] | None:
+    """A model entry, with optional per-model ``training:`` overrides (e.g. the peak lr
+    that differs between architectures in one table)."""
+    if not (isinstance(item, Mapping) and "training" in item):
+        return P.model_entry(item, path, ctx)
+    rest = {k: v for k, v in item.items() if k != "training"}
+    n0 = len(ctx.errors)
+    cfg = P.model_entry(rest, path, ctx)
+    training = training_section(item["training"], P.join(path, "training"), ctx)
+    if cfg is None or training is None or len(ctx.errors) > n0:
+        return None
+    return {**cfg, "training": training} if training else cfg
+
+
+_ENTRY_PARSERS: dict[str, Callable[[Any, str, P.Ctx], dict[str, Any] | None]] = {
+    "datasets": P.dataset_entry,
+    "models": _model_entry,
+    "activations": P.activation_entry,
+    "objectives": P.objective_entry,
+    "preprocess": X.preprocess_entry,
+    "transforms": X.transform_entry,
+    "swaps": X.swap_entry,
+}
+
+_GRID_DEFAULTS: dict[str, Any] = {
+    "activations": (Entry({"name": "relu"}, "grid.activations"),),
+    "objectives": (Entry({"name": "natural"}, "grid.objectives"),),
+    "seeds": (0,),
+    "exclude": (),
+}
+
+
+def _written_names(node: Any) -> dict[str, list[Any]]:
+    """Names as written on each axis of a grid node and its include blocks (valid or not)."""
+    out: dict[str, list[Any]] = {axis: [] for axis, _ in AXES}
+    if not isinstance(node, Mapping):
+        return out
+    blocks = node.get("include")
+    for block in [node, *(blocks if isinstance(blocks, list) else [])]:
+        if not isinstance(block, Mapping):
+            continue
+        for axis, key in AXES:
+            items = block.get(key)
+            for item in items if isinstance(items, list) else []:
+                out[axis].append(item.get("name") if isinstance(item, Mapping) else item)
+    for axis in OPTIONAL_AXES:
+        out[axis].append("none")
+    return out
+
+
+def _check_exclude(
+    rules: list[dict[str, Any]], path: str, names: dict[str, list[Any]], broken: set[str],
+    ctx: P.Ctx,
+) -> None:  # fmt: skip
+    for i, rule in enumerate(rules):
+        for axis, v in rule.items():
+            if axis not in broken and v not in names[axis]:
+                known = [str(n) for n in dict.fromkeys(names[axis])]
+                ctx.err(
+                    f"{path}[{i}].{axis}",
+                    f"{P.show(v)} matches no {axis} of the grid{P.suggest(str(v), known)} "
+                    f"(grid has: {', '.join(known)})",
+                )
+
+
+def _axis_entries(key: str, node: Any, path: str, ctx: P.Ctx) -> tuple[Entry, ...]:
+    entries: list[Entry] = []
+    seen: dict[str, str] = {}
+    for i, item in enumerate(P.listing(node, path, ctx) or []):
+        ip = P.join(path, i)
+        cfg = _ENTRY_PARSERS[key](item, ip, ctx)
+        if cfg is None:
+            continue
+        canon = canonical_json(cfg)
+        if canon in seen:
+            ctx.err(ip, f"duplicate of {seen[canon]} (it would repeat the same cells)")
+            continue
+        seen[canon] = ip
+        entries.append(Entry(cfg, ip))
+    return tuple(entries)
+
+
+def _seeds(node: Any, path: str, ctx: P.Ctx) -> tuple[int, ...]:
+    seeds: list[int] = []
+    for i, s in enumerate(P.listing(node, path, ctx) or []):
+        sp = P.join(path, i)
+        v = P.number(s, sp, ctx, "int", 0)
+        if v is not None and v in seeds:
+            ctx.err(sp, f"duplicate seed {v}")
+        elif v is not None:
+            seeds.append(v)
+    return tuple(seeds)
+
+
+def _axes(m: Mapping[str, Any], path: str, ctx: P.Ctx, broken: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for axis, key in AXES:
+        if key not in m:
+            continue
+        n0 = len(ctx.errors)
+        if key == "seeds":
+            out[key] = _seeds(m[key], P.join(path, key), ctx)
+        else:
+            out[key] = _axis_entries(key, m[key], P.join(path, key), ctx)
+        if len(ctx.errors) > n0:
+            broken.add(axis)
+    return out
+
+
+def parse_grid(node: Any, path: str, ctx: P.Ctx, partial: bool, base: Any = None) -> dict[str, Any]:
+    """Grid fields from a ``grid:`` node (``partial``: only the axes it sets, as in
+    ``quick.grid``; ``base``: the main grid node, whose names exclude rules may use)."""
+    m = P.mapping(node, path, ctx)
+    if m is None:
+        return {}
+    P.check_keys(m, _GRID_KEYS, path, ctx, required=() if partial else ("datasets", "models"))
+    out: dict[str, Any] = {} if partial else dict(_GRID_DEFAULTS)
+    broken: set[str] = set()  # axes with a bad entry: exclude rules there may name it
+    out.update(_axes(m, path, ctx, broken))
+    if "include" in m:
+        ip = P.join(path, "include")
+        blocks = []
+        for i, b in enumerate(P.listing(m["include"], ip, ctx, empty_ok=True) or []):
+            bp = P.join(ip, i)
+            bm = P.mapping(b, bp, ctx)
+            if bm is None:
+                continue
+            if not bm:
+                ctx.err(bp, "an empty include block would repeat the main grid")
+                continue
+            axis_keys = tuple(g for _, g in AXES)
+            if P.check_keys(bm, axis_keys, bp, ctx):
+                blocks.append(_axes(bm, bp, ctx, broken))
+        out["include"] = tuple(blocks)
+    if "exclude" in m:
+        rules = []
+        ep = P.join(path, "exclude")
+        axes = tuple(a for a, _ in AXES)
+        for i, r in enumerate(P.listing(m["exclude"], ep, ctx, empty_ok=True) or []):
+            rm = P.mapping(r, P.join(ep, i), ctx)
+            if rm is not None and rm and P.check_keys(rm, axes, P.join(ep, i), ctx):
+                rules.append(rm)
+            elif rm == {}:
+                ctx.err(P.join(ep, i), "an empty rule would exclude every cell")
+        names = _written_names(m)
+        for axis, more in _written_names(base).items():
+            names[axis] += more
+        _check_exclude(rules, ep, names, broken, ctx)
+        out["exclude"] = tuple(rules)
+    return out
