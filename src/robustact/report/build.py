@@ -48,6 +48,8 @@ METHOD_KEYS = (
     "cfg.defense",
 )
 LAMBDA_KEYS = ("cfg.lambda", "cfg.lam", "cfg.penalty")
+#: "protocol" values of runner records that are not evaluations (left out of rank tables).
+NOT_PROTOCOLS = ("training", "diagnostics")
 
 
 def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
@@ -254,7 +256,8 @@ def build_report(
         row_keys = [*groups, "attack", "eps"]
         if len({r.get("norm") for r in records if r.get("norm")}) > 1:
             row_keys.append("norm")
-    present = _distinct(records, "protocol")
+    # runner records also hold training metrics and diagnostics: not accuracies to rank
+    present = [p for p in _distinct(records, "protocol") if p not in NOT_PROTOCOLS]
     order = [p for p in ("seed", "adaptive") if p in present] + [
         p for p in present if p not in ("seed", "adaptive")
     ]

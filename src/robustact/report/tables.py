@@ -205,7 +205,7 @@ def header(key: str) -> str:
     """Readable column header of a record key ("cfg.dataset" -> "Dataset")."""
     if key in HEADERS:
         return HEADERS[key]
-    name = key.removeprefix("cfg.")
+    name = key.removeprefix("cfg.").removesuffix(".name")  # cfg.dataset.name -> Dataset
     return name[:1].upper() + name[1:]
 
 
