@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +35,68 @@ from robustact.experiments._specextra import AE_TRAINING, DIAGNOSTICS
 from robustact.experiments.records import MetricRow
 from robustact.surgery import find_caps, is_stochastic, replace_activations, straight_through
 
-__all__ = ["apply_transform", "defended_model", "run_diagnostics"]
+__all__ = [
+    "TRAINED_DIR",
+    "apply_transform",
+    "defended_model",
+    "load_trained",
+    "publish_trained",
+    "run_diagnostics",
+    "train_id",
+]
+
+#: Folder (under a run's output_dir) of the classifiers shared by cells that differ only
+#: after training (swaps, preprocessing, evaluation): ``<output_dir>/_trained/<train id>``.
+TRAINED_DIR = "_trained"
+
+#: Cell config keys that act only after training.
+_AFTER_TRAINING = ("evaluation", "swap", "preprocess")
+
+
+def train_id(config: Mapping[str, Any]) -> str:
+    """The id of what a cell trains: its config without the after-training parts, so the
+    cells of one classifier under several swaps/defences/evaluations share it."""
+    from robustact.experiments.records import cell_id
+
+    return cell_id({k: v for k, v in config.items() if k not in _AFTER_TRAINING})
+
+
+def _trained_path(output_dir: str | os.PathLike[str], config: Mapping[str, Any]) -> Path:
+    return Path(output_dir) / TRAINED_DIR / train_id(config) / "model.safetensors"
+
+
+def load_trained(
+    model: nn.Module, config: Mapping[str, Any], output_dir: str | os.PathLike[str] | None
+) -> Any:
+    """Load a classifier another cell already trained into ``model`` (in place); returns
+    its training ``History``, or None when there is none to reuse."""
+    if output_dir is None or not _trained_path(output_dir, config).is_file():
+        return None
+    from robustact.train import History, load_checkpoint
+
+    _, meta = load_checkpoint(_trained_path(output_dir, config), model)
+    extra = meta.get("extra") or {}
+    return History(list(meta.get("history") or []), bool(extra.get("stopped_early", False)))
+
+
+def publish_trained(
+    checkpoint: str | None, config: Mapping[str, Any], output_dir: str | os.PathLike[str] | None
+) -> None:
+    """Copy a freshly trained cell checkpoint (and sidecar) to the shared folder; written to
+    a temporary name and renamed, so a reader never sees half a file."""
+    if checkpoint is None or output_dir is None:
+        return
+    dest = _trained_path(output_dir, config)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = Path(checkpoint)
+    for a, b in ((src.with_suffix(".json"), dest.with_suffix(".json")), (src, dest)):
+        tmp = b.with_name(f".{b.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(a, tmp)  # a hard link costs no space
+        except OSError:
+            shutil.copyfile(a, tmp)
+        os.replace(tmp, b)
 
 
 def _selected(model: nn.Module, where: Any) -> list[str]:

@@ -34,7 +34,13 @@ import torch
 from robustact.data import load_dataset, train_val_split
 from robustact.evaluate import EvalResult, Protocol, evaluate, get_protocol
 from robustact.experiments import builders as B
-from robustact.experiments._cellextras import apply_transform, defended_model, run_diagnostics
+from robustact.experiments._cellextras import (
+    apply_transform,
+    defended_model,
+    load_trained,
+    publish_trained,
+    run_diagnostics,
+)
 from robustact.experiments.records import MetricRow, cell_id
 from robustact.experiments.store import ResultStore
 
@@ -206,8 +212,9 @@ def run_cell(
         config: the cell's config (plain JSON).
         data_root: folder holding the datasets (None: the readers' default roots).
         output_dir: checkpoints go to ``output_dir/<cell id>/model.safetensors`` (the
-            per-epoch training state in ``.../train`` lets a killed cell resume); None: no
-            checkpoint.
+            per-epoch training state in ``.../train`` lets a killed cell resume) and are
+            shared under ``output_dir/_trained/<train id>`` with the cells that differ only
+            after training, which then load instead of training; None: no checkpoint.
         device: where to train and evaluate ("cpu", "cuda:0"; None: CPU).
         progress: show the training progress bar.
     Returns:
@@ -217,12 +224,20 @@ def run_cell(
 
     prep = prepare_cell(config, data_root=data_root, device=device, progress=progress)
     cell_dir = None if output_dir is None else Path(output_dir) / prep.cell_id
+    # cells that differ only after training (swap, preprocess, evaluation) share one run
+    history = load_trained(prep.model, config, output_dir)
+    if history is not None:
+        out = finish_cell(prep, history, output_dir)
+        out.extra["shared_training"] = True
+        return out
     history = fit(
         prep.model, prep.objective, prep.train, prep.train_config, val_data=prep.val,
         checkpoint_dir=None if cell_dir is None else cell_dir / "train",
         resume=cell_dir is not None,
     )  # fmt: skip
-    return finish_cell(prep, history, output_dir)
+    out = finish_cell(prep, history, output_dir)
+    publish_trained(out.checkpoint, config, output_dir)
+    return out
 
 
 def finish_cell(
@@ -242,7 +257,8 @@ def finish_cell(
             cell_dir / "model.safetensors", model, objective=prep.objective,
             config=prep.train_config, history=history,
             extra={"cell": dict(prep.config), "cell_id": prep.cell_id,
-                   "input_shape": list(prep.input_shape), "num_classes": prep.num_classes},
+                   "input_shape": list(prep.input_shape), "num_classes": prep.num_classes,
+                   "stopped_early": history.stopped_early},
         )  # fmt: skip
         shutil.rmtree(cell_dir / "train", ignore_errors=True)  # only needed to resume
     model.eval()
