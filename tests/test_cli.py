@@ -212,7 +212,6 @@ def _tiny_spec(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_run_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = _tiny_spec(tmp_path)
     db = tmp_path / "res.db"
@@ -383,8 +382,17 @@ def test_help_does_not_import_torch() -> None:
     assert r.stdout.strip() == "[]"
 
 
-@pytest.mark.slow
-def test_demo_trains_and_reports_clean_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "ReLU" in out and "S-ReLU m=0.1" in out and "clean acc" in out
+def test_demo_passes_its_options_to_run_demo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # the demo itself is tested in test_demo.py; here only the command line around it
+    import robustact.demo
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(robustact.demo, "run_demo", lambda **kw: calls.append(kw))
+    assert main(["demo", "--no-progress", "--seed", "3", "--device", "auto"]) == 0
+    want_dev = "cuda" if torch.cuda.is_available() else "cpu"
+    assert calls == [{"seed": 3, "device": want_dev, "progress": False}]
+    assert main(["demo", "--out", str(tmp_path), "--workers", "1"]) == 0
+    assert calls[1] == {"seed": 0, "device": "cpu", "progress": True, "out_dir": str(tmp_path),
+                        "workers": 1}  # fmt: skip

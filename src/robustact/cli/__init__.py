@@ -36,7 +36,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def _demo(args: argparse.Namespace) -> int:
     from robustact.demo import run_demo
 
-    run_demo(seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress)
+    extra = {k: v for k, v in (("out_dir", args.out), ("workers", args.workers)) if v is not None}
+    run_demo(
+        seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress, **extra
+    )
     return 0
 
 
@@ -58,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("--out", help="output folder (default robustact-out/demo)")
+    demo.add_argument("--workers", type=int, help="worker processes (default: 2 on 2+ cores)")
     demo.set_defaults(func=_demo)
 
     _train.add_parser(sub)

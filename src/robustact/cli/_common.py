@@ -19,6 +19,7 @@ __all__ = [
     "console",
     "eval_data",
     "load_model",
+    "model_label",
     "parse_kv",
     "resolve_checkpoint",
     "resolve_device",
@@ -102,7 +103,7 @@ def console() -> Any:
     from rich.console import Console
 
     wide = None if sys.stdout.isatty() else 160
-    return Console(file=sys.stdout, width=wide, highlight=False)
+    return Console(file=sys.stdout, width=wide, highlight=False, soft_wrap=True)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
@@ -179,6 +180,24 @@ def load_model(path: str, device: str) -> tuple[Any, dict[str, Any], Path]:
     except CheckpointError as e:
         raise CLIError(str(e)) from e
     return model.to(device).eval(), meta, p
+
+
+def model_label(meta: dict[str, Any]) -> str:
+    """Short text naming a checkpoint's model, e.g. ``mlp_general / srelu(max_value=0.01)@act2
+    / natural`` (the model class for checkpoints without a cell config)."""
+    cell = (meta.get("extra") or {}).get("cell")
+    if not isinstance(cell, dict):
+        return str((meta.get("model") or {}).get("class", "model")).rsplit(".", 1)[-1]
+    parts = []
+    for key in ("model", "activation", "objective"):
+        cfg = dict(cell.get(key) or {})
+        name = str(cfg.pop("name", "?"))
+        where, insert = cfg.pop("where", None), cfg.pop("insert", None)
+        text = name + (f"({', '.join(f'{k}={v}' for k, v in cfg.items())})" if cfg else "")
+        text += f"@{where}" if where is not None else ""
+        text += f"+{insert}" if insert is not None else ""
+        parts.append(text)
+    return " / ".join(parts)
 
 
 def eval_data(args: argparse.Namespace, meta: dict[str, Any], device: str) -> tuple[Any, Any, str]:

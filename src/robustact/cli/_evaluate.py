@@ -16,6 +16,7 @@ from robustact.cli._common import (
     console,
     eval_data,
     load_model,
+    model_label,
     resolve_device,
     write_json,
 )
@@ -156,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, meta, ckpt = load_model(args.checkpoint, device)
     x, y, data_desc = eval_data(args, meta, device)
     con = console()
-    con.print(f"evaluating {ckpt} on {data_desc}")
+    con.print(f"evaluating {model_label(meta)} ({ckpt}) on {data_desc}")
     results = []
     for name in dict.fromkeys(args.protocol):
         for eps in eps_list:
@@ -245,8 +246,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} is a file; give a folder")
     model, meta, ckpt = load_model(args.checkpoint, device)
     x, y, data_desc = eval_data(args, meta, device)
+    label = model_label(meta)
     con = console()
-    con.print(f"diagnosing {ckpt} on {data_desc} ({norm} eps={eps:g})")
+    con.print(f"diagnosing {label} ({ckpt}) on {data_desc} ({norm} eps={eps:g})")
     rep = _masking_report(model, x, y, args, eps)
     con.print(rep.to_table())
     con.print(f"masking verdict: {rep.verdict.upper()} ({rep.reason})")
@@ -254,7 +256,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     plots: dict[str, str] = {}
     x_adv, adv_attack = _adversarial(model, x, y, eps, norm, args.fast, args.seed)
     layers = layer_distances(model, x, x_adv)
-    plots["layer_growth"] = _save(plot_layer_distances({"model": layers}, norm=norm),
+    plots["layer_growth"] = _save(plot_layer_distances({label: layers}, norm=norm),
                                   out / "layer_growth.png")  # fmt: skip
     zg = zero_gradient_distance(model, x, y, eps=math.inf, steps=steps,
                                 step_size=args.zg_step_size, norm=norm)  # fmt: skip
@@ -262,14 +264,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if found.numel():
         from robustact.report.plots import plot_zero_gradient_distance
 
-        fig = plot_zero_gradient_distance({"model": found.tolist()}, kind="hist")
+        fig = plot_zero_gradient_distance({label: found.tolist()}, kind="hist")
         plots["zero_gradient"] = _save(fig, out / "zero_gradient.png")
     negative = negative_unit_ratio(model, x)
     caps = cap_summary(model, x) if find_caps(model) else []
     smaps, scores = sensitivity_map(model, x, y, bpda=True)
+    # one point's map beside its image, as the dissertation's Fig 4.12 shows them
     plots["sensitivity_map"] = _save(
-        plot_sensitivity_map(smaps.mean(0), float(scores.mean()), image=x[0]),
-        out / "sensitivity_map.png",
+        plot_sensitivity_map(smaps[0], float(scores[0]), image=x[0]), out / "sensitivity_map.png"
     )
     _print_diagnostics(con, layers, zg, negative, caps, float(scores.mean()))
     report = {

@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robustact.cli._common import CLIError, console, parse_kv, resolve_device, yaml_value
+from robustact.cli._common import (
+    CLIError,
+    console,
+    model_label,
+    parse_kv,
+    resolve_device,
+    yaml_value,
+)
 
 __all__ = ["add_parser", "cmd_train", "train_cell_config"]
 
@@ -226,23 +233,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = save_checkpoint(weights, model, objective=prep.objective, config=prep.train_config,
                            history=history, extra=extra)  # fmt: skip
     last = history.last if len(history) else {}
+    n_ep = len(history)
     con = console()
-    con.print(f"trained {config['model']['name']} with {_act_label(config['activation'])} "
-              f"({prep.objective.name}) on {config['dataset']['name']}: {len(history)} epochs, "
-              f"{seconds:.1f} s on {device}" + (" [quick]" if args.quick else ""))  # fmt: skip
+    con.print(
+        f"trained {model_label({'extra': {'cell': config}})} on {config['dataset']['name']}: "
+        f"{n_ep} epoch{'s' * (n_ep != 1)}, {seconds:.1f} s on {device}"
+        + (" [quick]" if args.quick else "")
+    )
     keys = ("loss", "val_loss", "val_acc")
     parts = [f"{k} {last[k]:.4f}" for k in keys if isinstance(last.get(k), float)]
     parts.append(f"test accuracy {100 * test_acc:.2f} %")
     con.print("final: " + ", ".join(parts))
     con.print(f"checkpoint: {path}")
     return 0
-
-
-def _act_label(act: dict[str, Any]) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in act.items() if k not in ("name", "where", "insert"))
-    text = act["name"] + (f"({args})" if args else "")
-    if "where" in act:
-        text += f" at {act['where']}"
-    if "insert" in act:
-        text += f" inserted {act['insert']}"
-    return text
