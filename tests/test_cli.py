@@ -283,6 +283,7 @@ def test_bad_option_value_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
         (["evaluate", "{tmp}/missing", "--eps", "0.1"], "no checkpoint at"),
         (["diagnose", "{tmp}/missing", "--eps", "0.1", "--out", "{tmp}/d"], "no checkpoint"),
         (["report", "{tmp}/missing.db"], "no results store"),
+        (["attack", "{tmp}/missing", "--eps", "0.1", "--norm", "L3"], "no checkpoint"),
         (["run", "no_such_recipe"], "no recipe of that name"),
         (["evaluate", "{tmp}/missing", "--eps", "0.1", "--protocol", "sead"], "unknown protocol"),
     ],
@@ -294,6 +295,16 @@ def test_bad_inputs_exit_2_with_one_line(
     assert main(args) == 2
     line = _error_line(capsys)
     assert line.startswith(f"robustact {args[0]}: error:") and needle in line, line
+
+
+def test_report_on_a_file_that_is_not_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite\n" * 100)
+    assert main(["report", str(junk)]) == 2
+    assert "is not a results store" in _error_line(capsys)
+    assert junk.read_text() == "not sqlite\n" * 100  # left as it was
 
 
 def test_train_reports_every_problem_on_one_line(

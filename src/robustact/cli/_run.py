@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ def add_parsers(sub: Any) -> None:
         help="run an experiment spec (YAML file or recipe name) into a results store",
         description="Validate the spec (every problem is listed, exit code 2), then run the "
         "cells the store does not hold yet; each finished cell is committed at once, so a "
-        "killed run resumes. SPEC is a YAML file or a recipe name (robustact list recipes).",
+        "killed run resumes. SPEC is a YAML file or a recipe name (robustact list recipes). "
+        "Exit code 1 when a cell failed (its error is in the summary and the store).",
     )
     r.add_argument("spec", metavar="SPEC", help="spec YAML file or recipe name")
     r.add_argument("--store", default="results.db", help="SQLite results file (results.db)")
@@ -196,7 +198,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = Path(args.db)
     if not db.is_file():
         raise CLIError(f"no results store at {db}; run robustact run SPEC --store {db} first")
-    with ResultStore(db) as store:
+    try:
+        store = ResultStore(db)
+    except sqlite3.DatabaseError as e:
+        raise CLIError(f"{db} is not a results store ({e}); pass the --store of a run") from e
+    with store:
         records = store.records(include_extra=True)
         if not records:
             raise CLIError(f"{db} holds no finished cells; run the experiment first")
