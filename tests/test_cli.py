@@ -13,7 +13,7 @@ import yaml
 
 from robustact.cli import main
 from robustact.cli._common import parse_kv
-from robustact.cli._run import FORMATS, find_recipes, method_key_for, recipe_description
+from robustact.cli._run import FORMATS, find_recipes, recipe_description
 
 SUBCOMMANDS = ["demo", "train", "attack", "evaluate", "diagnose", "run", "report", "list"]
 
@@ -229,25 +229,16 @@ def test_run_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     rep = tmp_path / "rep"
     assert main(["report", str(db), "--out", str(rep)]) == 0
     out = capsys.readouterr().out
-    assert "cfg.activation.name" in out
+    assert "config keys that vary between cells" in out
     for f in ("report.md", "report.tex", "report.html", "records.csv", "summary.csv"):
         assert (rep / f).stat().st_size > 0, f
     md = (rep / "report.md").read_text()
-    assert "relu" in md and "srelu" in md and "mini protocol" in md
+    assert "relu" in md and "mini protocol" in md
+    assert "srelu(max\\_value=0.5, where=0)" in md  # one column per varying config
     assert main(["report", str(db), "--out", str(tmp_path / "r2"), "--formats", "csv"]) == 0
     assert sorted(p.name for p in (tmp_path / "r2").iterdir()) == [
         "records.csv", "summary.csv", "table_mini.csv",
     ]  # fmt: skip
-
-
-def test_method_key_prefers_names_then_varying_arguments() -> None:
-    recs = [
-        {"cfg.model.name": "mlp", "cfg.activation.name": "relu", "cfg.objective.name": "natural"},
-        {"cfg.model.name": "mlp", "cfg.activation.name": "srelu",
-         "cfg.activation.max_value": 0.5, "cfg.objective.name": "natural"},
-    ]  # fmt: skip
-    assert method_key_for(recs) == ("cfg.activation.name", "cfg.activation.max_value")
-    assert method_key_for(recs[:1]) == "cfg.activation.name"
 
 
 # --------------------------------------------------------------------------- errors

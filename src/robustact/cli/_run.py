@@ -12,7 +12,7 @@ from typing import Any
 
 from robustact.cli._common import CLIError, console, resolve_device
 
-__all__ = ["add_parsers", "find_recipes", "method_key_for", "resolve_spec"]
+__all__ = ["add_parsers", "find_recipes", "resolve_spec"]
 
 #: ``robustact list KIND`` -> (module, function returning the names).
 LISTERS: dict[str, tuple[str, str]] = {
@@ -173,24 +173,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def method_key_for(records: list[dict[str, Any]]) -> str | tuple[str, ...]:
-    """The config keys that name a method in a runner's store: the model, activation and
-    objective settings that vary across cells (``cfg.activation.name`` when none vary)."""
-    prefixes = ("cfg.model.", "cfg.activation.", "cfg.objective.")
-    keys = {k for r in records for k in r if k.startswith(prefixes)}
-    # names first (model, activation, objective), then their arguments
-    keys_sorted = sorted(keys, key=lambda k: (not k.endswith(".name"), k))
-    varying = [k for k in keys_sorted if len({repr(r.get(k)) for r in records}) > 1]
-    if varying:
-        return varying[0] if len(varying) == 1 else tuple(varying)
-    for k in ("cfg.activation.name", "cfg.model.name", "cfg.objective.name"):
-        if any(k in r for r in records):
-            return k
-    from robustact.report.build import guess_method_key
-
-    return guess_method_key(records)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from robustact.experiments import ResultStore
     from robustact.report import build_report
@@ -206,14 +188,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         records = store.records(include_extra=True)
         if not records:
             raise CLIError(f"{db} holds no finished cells; run the experiment first")
-        mkey: str | tuple[str, ...] = (
-            tuple(args.method_key) if args.method_key else method_key_for(records)
-        )
+        # default: build_report labels each method by the config keys that vary between
+        # cells (report.build.with_method_labels), e.g. "srelu(max_value=0.1) + natural"
+        mkey: tuple[str, ...] | None = tuple(args.method_key) if args.method_key else None
         written = build_report(store, args.out, formats=args.formats, method_key=mkey,
                                metric=args.metric, protocols=args.protocol,
                                title=args.title)  # fmt: skip
     con = console()
-    con.print(f"methods named by: {mkey if isinstance(mkey, str) else ' / '.join(mkey)}")
+    named_by = " / ".join(mkey) if mkey else "the config keys that vary between cells"
+    con.print(f"methods named by: {named_by}")
     for kind, path in written.items():
         con.print(f"{kind:>14}: {path}", soft_wrap=True)
     return 0
