@@ -127,3 +127,55 @@ def test_bad_arguments_fail_before_work(tmp_path: Path, monkeypatch: pytest.Monk
         run_spec(spec, tmp_path / "r.sqlite", backend="ray")
     assert str(info.value) == RAY_HINT and 'pip install "robustact[ray]"' in RAY_HINT
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_defences_diagnostics_and_shared_training(tmp_path: Path) -> None:
+    doc = tiny(masking=True)
+    doc["grid"]["activations"] = [{"name": "srelu", "max_value": 0.5, "where": 0}]
+    doc["grid"]["swaps"] = ["none", {"name": "cap", "max_value": 0.05}]
+    doc["grid"]["include"] = [
+        {"preprocess": [{"name": "bit_depth", "bits": 1}], "swaps": ["none"]},
+        {"transforms": [{"name": "spectral_norm"}], "swaps": ["none"]},
+    ]
+    doc["evaluation"]["diagnostics"] = [
+        "cap_trajectory", {"name": "layer_growth", "n": 20, "steps": 3},
+        {"name": "sensitivity_map", "n": 20}, {"name": "negative_unit_ratio", "n": 20},
+        {"name": "zero_gradient", "n": 10, "steps": 10, "step_size": 0.05},
+        {"name": "input_gradient_norm", "n": 20}, {"name": "pgd_steps", "n": 20, "steps": [1, 3]},
+    ]  # fmt: skip
+    spec = parse_spec(doc)
+    db, ck = tmp_path / "res.sqlite", tmp_path / "ck"
+    out = run_spec(spec, db, progress=False, output_dir=ck)
+    assert (out.done, out.failed) == (4, [])
+    with ResultStore(db) as store:
+        labels = {c.cell_id: c.label.split("/")[-2] for c in spec.cells()}
+        cells = {labels[c.cell_id]: c for c in store.cells()}
+        rows = {
+            k: {(r.protocol, r.attack, r.metric): r.value for r in store.metrics(c.cell_id)}
+            for k, c in cells.items()
+        }
+    plain, cap = rows["natural"], rows["swap=cap(max_value=0.05)"]
+    # the swap cell evaluated the same trained classifier with its cap lowered: the
+    # trajectory (training) is shared, the clean accuracy (evaluation) is not
+    assert cells["swap=cap(max_value=0.05)"].extra.get("shared_training") is True
+    assert plain[("diagnostics", "cap/act1", "mean")] == cap[("diagnostics", "cap/act1", "mean")]
+    assert plain[("diagnostics", "cap/act1", "mean")] == 0.5
+    assert plain[("mini", "clean", "accuracy")] != cap[("mini", "clean", "accuracy")]
+    # S-ReLU caps at 0.5: the capped layer's output moves by at most 0.5 per unit
+    assert 0 < plain[("diagnostics", "layer_growth/act1", "linf")] <= 0.5 + 1e-6
+    # the input row is the perturbation itself: inside the eps ball (points stop at their
+    # first fooling iterate, so the mean may sit below eps)
+    assert 0.05 < plain[("diagnostics", "layer_growth/input", "linf")] <= 0.1 + 1e-6
+    assert ("diagnostics", "layer_growth_adaptive/act1", "l2") in plain
+    assert plain[("diagnostics", "negative_unit_ratio/act1", "post")] == 0.0
+    assert 0 < plain[("diagnostics", "negative_unit_ratio/act1", "pre")] < 1
+    assert 0 <= plain[("diagnostics", "zero_gradient", "found_fraction")] <= 1
+    assert plain[("diagnostics", "sensitivity_map", "score_mean")] >= 0
+    assert plain[("diagnostics", "pgd_steps/3", "accuracy")] <= plain[("mini", "clean", "accuracy")]
+    # 1-bit input quantisation: a masked-looking defence, its verdict is stored
+    prep = cells["preprocess=bit_depth(bits=1)"]
+    assert prep.extra["masking"]["verdict"] in ("suspect", "masked")
+    # the spectral-norm cell's checkpoint loads back with its parametrisation
+    model, _ = load_cell_model(cells["transform=spectral_norm"].checkpoint)
+    assert hasattr(model.fc1, "parametrizations") and model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    assert len(list((ck / "_trained").iterdir())) == 2  # srelu and srelu+spectral_norm

@@ -240,3 +240,100 @@ def test_custom_protocol_and_two_phase() -> None:
     (line,) = errors_of(bad)
     assert "grid.objectives[3].switch_epoch: switches at epoch 2 but training runs 1" in line
     assert line.endswith("(with the quick: overrides)")
+
+
+def test_defence_axes_include_and_model_training() -> None:
+    doc = base()
+    doc["grid"]["models"] = [{"name": "mlp_general", "hidden": [16, 8], "training": {"lr": 0.05}}]
+    doc["grid"]["include"] = [
+        {"activations": ["relu"], "objectives": ["natural"],
+         "preprocess": [{"name": "jpeg", "quality": 50}, {"name": "autoencoder", "epochs": 1}]},
+        {"activations": ["relu"], "objectives": ["natural"],
+         "transforms": [{"name": "spectral_norm"}, {"name": "dropout", "p": 0.2}]},
+        {"objectives": ["natural"], "swaps": [{"name": "cap", "max_value": 0.1}]},
+    ]  # fmt: skip
+    doc["grid"]["exclude"].append({"activation": "relu", "swap": "cap"})
+    doc["evaluation"]["diagnostics"] = ["zero_gradient", {"name": "layer_growth", "n": 50}]
+    spec = parse_spec(doc)
+    cells = spec.cells()
+    # main grid 7 x 2 seeds; includes add 2 + 2 preprocess/transform cells and 2 cap swaps
+    # (srelu and drelu), each x 2 seeds; "none" values stay out of the cell config
+    assert len(cells) == 14 + 2 * (2 + 2 + 2)
+    plain = cells[0].config
+    assert not {"preprocess", "transform", "swap"} & set(plain)
+    assert plain["training"]["lr"] == 0.05 and "training" not in plain["model"]
+    assert plain["evaluation"]["diagnostics"][0] == {"name": "zero_gradient"}
+    preps = [c.config["preprocess"] for c in cells if "preprocess" in c.config]
+    assert {"name": "autoencoder", "epochs": 1} in preps and len(preps) == 4
+    swaps = {c.config["activation"]["name"] for c in cells if "swap" in c.config}
+    assert swaps == {"srelu", "drelu"}
+    assert any("preprocess=jpeg(quality=50)" in c.label for c in cells)
+    # quick training keys beat the per-model ones
+    assert {c.config["training"]["lr"] for c in spec.cells(quick=True)} == {0.05}
+    doc["quick"]["training"]["lr"] = 0.002
+    assert {c.config["training"]["lr"] for c in parse_spec(doc).cells(quick=True)} == {0.002}
+    # specs without the new keys keep their ids (a none axis value adds nothing)
+    explicit = base()
+    explicit["grid"].update(preprocess=["none"], transforms=["none"], swaps=["none"])
+    assert [c.cell_id for c in parse_spec(explicit).cells()] == [
+        c.cell_id for c in parse_spec(base()).cells()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("grid.preprocess", [{"name": "jpegg"}], 'unknown preprocessing defence "jpegg"; did '),
+        (
+            "grid.preprocess",
+            [{"name": "autoencoder", "in_channels": 3}],
+            "grid.preprocess[0].in_channels: cannot be set here: set from the dataset",
+        ),
+        ("grid.preprocess", [{"name": "jpeg", "quality": 0}], "grid.preprocess[0]:"),
+        (
+            "grid.transforms",
+            [{"name": "dropout", "p": 1.5}],
+            "grid.transforms[0].p: expected a number in [0, 1), got 1.5",
+        ),
+        ("grid.transforms", [{"name": "spectral"}], 'did you mean "spectral_norm"?'),
+        (
+            "grid.swaps",
+            [{"name": "relu", "where": "act1", "count": 1}],
+            "grid.swaps[0]: give where: or count:, not both",
+        ),
+        (
+            "grid.swaps",
+            [{"name": "relu", "count": 9}],
+            "grid.swaps[0].count: activation index 2 out of range",
+        ),
+        ("grid.swaps", [{"name": "cap"}], 'grid.swaps[0]: missing required key "max_value"'),
+        ("evaluation.diagnostics", ["layer_grow"], 'did you mean "layer_growth"?'),
+        (
+            "evaluation.diagnostics",
+            [{"name": "zero_gradient", "stepz": 3}],
+            'evaluation.diagnostics[0].stepz: unknown key; did you mean "steps"?',
+        ),
+        (
+            "evaluation.diagnostics",
+            [{"name": "pgd_steps", "steps": [0, 2]}],
+            "expected a non-empty list of integers >= 1",
+        ),
+        (
+            "grid.models",
+            [{"name": "mlp_general", "training": {"lr": -1}}],
+            "grid.models[0].training.lr: must be a finite number in (0, inf), got -1",
+        ),
+        ("grid.include", [{}], "grid.include[0]: an empty include block would repeat"),
+        ("grid.include", [{"seed": [1]}], "grid.include[0].seed: unknown key; did you mean"),
+    ],
+)
+def test_extension_errors(path: str, value: Any, expected: str) -> None:
+    lines = errors_of(edit(**{path: value}))
+    assert any(expected in line for line in lines), lines
+
+
+def test_cap_swap_needs_caps() -> None:
+    doc = edit(**{"grid.swaps": [{"name": "cap", "max_value": 0.1}]})
+    lines = errors_of(doc)
+    assert len(lines) == 1 and "grid.swaps[0]: sets S-ReLU/D-ReLU caps" in lines[0]
+    assert 'activation "relu"' in lines[0]
