@@ -134,9 +134,10 @@ def ascent(
         # gradient pass, so it pays only once enough points are done
         if n_done and (n_done >= COMPACT_FRACTION * act.numel() or i == steps):
             keep = ~done
-            act, xa, ya, cur, prev, grad, eta, done = (
-                t[keep] for t in (act, xa, ya, cur, prev, grad, eta, done)
+            act, xa, ya, cur, grad, eta, done = (
+                t[keep] for t in (act, xa, ya, cur, grad, eta, done)
             )
+            prev = prev[keep] if momentum != 1.0 else cur  # only momentum reads prev
             n_done = 0
             ta = ta[keep] if ta is not None else None
             box = (box[0][keep], box[1][keep]) if box is not None else None
