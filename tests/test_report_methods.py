@@ -47,3 +47,11 @@ def test_explicit_method_key_wins_and_single_method_is_named() -> None:
     assert guess_method_key(recs) == "cfg.method"
     same = with_method_labels([rec("relu", None, "natural", 0), rec("relu", None, "natural", 1)])
     assert {r["method"] for r in same} == {"all"}
+
+
+def test_summary_protocols_pick_the_seed_style_and_adaptive_pair() -> None:
+    from robustact.report.build import summary_protocols
+
+    assert summary_protocols(["seed", "adaptive", "masking"]) == ("seed", "adaptive")
+    assert summary_protocols(["seed-brelu", "adaptive"]) == ("seed-brelu", "adaptive")
+    assert summary_protocols(["masking", "pgd-only", "my-adaptive"]) == ("pgd-only", "my-adaptive")

@@ -96,6 +96,26 @@ def with_method_labels(records: Sequence[Mapping[str, Any]]) -> list[dict[str, A
     return out
 
 
+def summary_protocols(present: Sequence[str]) -> tuple[str, str]:
+    """The (seed-style, adaptive) protocol pair of the side-by-side summary.
+
+    "seed" when present, else the first protocol named ``seed...`` (``seed-brelu``, a
+    recipe's ``seed-pgd7``), else the first that is neither adaptive, masking nor
+    AutoAttack; "adaptive", else the first protocol with "adaptive" in its name.
+    """
+    others = [p for p in present if "adaptive" not in p and p not in ("masking", "autoattack")]
+    seed = next(
+        (p for p in present if p == "seed"),
+        next((p for p in present if p.startswith("seed")), others[0] if others else "seed"),
+    )
+    adaptive = (
+        "adaptive"
+        if "adaptive" in present
+        else next((p for p in present if "adaptive" in p), "adaptive")
+    )
+    return seed, adaptive
+
+
 def guess_method_key(records: Sequence[Mapping[str, Any]]) -> str | tuple[str, ...]:
     """ "cfg.method", else "method" (see `with_method_labels`), else the `METHOD_KEYS` that
     vary (joined in the label)."""
@@ -280,9 +300,11 @@ def build_report(
             continue
         caption = f"{metric} under the {p} protocol: score (rank); last row mean (average rank)"
         tables.append(html_mod.ProtocolTable(p, t, statistics_text(t, alpha), caption))
+    seed_p, adaptive_p = summary_protocols(present)
     rows = protocol_summary(
-        records, method_key=mkey, group_keys=groups, metric=metric, masking=masking
-    )
+        records, method_key=mkey, group_keys=groups, metric=metric, masking=masking,
+        seed_protocol=seed_p, adaptive_protocol=adaptive_p,
+    )  # fmt: skip
 
     figs: dict[str, Figure] = {}
     if "html" in formats:
