@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,7 @@ __all__ = [
     "find_stochastic",
     "insert_capped_layer",
     "is_stochastic",
+    "record_io",
     "replace_activations",
     "straight_through",
 ]
@@ -121,27 +122,47 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _channel_counts(model: nn.Module, names: list[str], example_input: Tensor) -> dict[str, int]:
-    """Run one forward pass and record dim 1 of the input of each named module."""
-    seen: dict[str, int] = {}
+def record_io(
+    model: nn.Module, x: Tensor, modules: Sequence[tuple[str, nn.Module]]
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """One eval-mode, no-grad forward pass of ``x``; each module's (input, output), detached.
+
+    The mode is restored afterwards and hooks are removed even on errors. A module called
+    more than once keeps its first call. Modules whose input or output is not a single
+    tensor are left out. Used by surgery (sizes, cap statistics) and the diagnostics.
+
+    Args:
+        model: any module.
+        x: an input batch (N, ...).
+        modules: ``(name, module)`` pairs of submodules of ``model``.
+    Returns:
+        ``{name: (input, output)}``.
+    """
+    seen: dict[str, tuple[Tensor, Tensor]] = {}
     hooks = []
-    for n in names:
+    for name, mod in modules:
 
-        def hook(mod: nn.Module, args: tuple[Tensor, ...], n: str = n) -> None:
-            if args and isinstance(args[0], Tensor) and args[0].dim() >= 2:
-                seen.setdefault(n, int(args[0].shape[1]))
+        def hook(m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+            if args and isinstance(args[0], Tensor) and isinstance(out, Tensor):
+                seen.setdefault(name, (args[0].detach(), out.detach()))
 
-        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
+        hooks.append(mod.register_forward_hook(hook))
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(example_input)
+            model(x)
     finally:
         model.train(was_training)
         for h in hooks:
             h.remove()
     return seen
+
+
+def _channel_counts(model: nn.Module, names: list[str], example_input: Tensor) -> dict[str, int]:
+    """Run one forward pass and record dim 1 of the input of each named module."""
+    io = record_io(model, example_input, [(n, model.get_submodule(n)) for n in names])
+    return {n: int(inp.shape[1]) for n, (inp, _) in io.items() if inp.dim() >= 2}
 
 
 def replace_activations(
@@ -355,38 +376,26 @@ def cap_summary(model: nn.Module, x: Tensor) -> list[CapStats]:
         x: an input batch (N, ...).
     """
     caps = find_caps(model)
+    io = record_io(model, x, caps)
     stats: dict[str, CapStats] = {}
-    hooks = []
-    for name, mod in caps:
-
-        def hook(m: nn.Module, args: tuple[Tensor, ...], name: str = name) -> None:
-            z = args[0].detach()
-            if isinstance(m, DReLU):
-                cap = m._cap(z).detach()
-                cvals = m.max_value.detach()
-            else:
-                assert isinstance(m, SReLU)
-                cap = torch.tensor(m.max_value, device=z.device, dtype=z.dtype)
-                cvals = cap.reshape(1)
-            stats[name] = CapStats(
-                name=name,
-                kind=type(m).__name__,
-                units=int(z[0].numel()) if z.dim() > 0 else 1,
-                cap_min=float(cvals.min()),
-                cap_mean=float(cvals.mean()),
-                cap_max=float(cvals.max()),
-                saturated=float((z >= cap).float().mean()),
-                inactive=float((z <= 0).float().mean()),
-            )
-
-        hooks.append(mod.register_forward_pre_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    for name, m in caps:
+        if name not in io:
+            continue
+        z = io[name][0]
+        if isinstance(m, DReLU):
+            cap = m._cap(z).detach()
+            cvals = m.max_value.detach()
+        else:
+            cap = torch.tensor(m.max_value, device=z.device, dtype=z.dtype)
+            cvals = cap.reshape(1)
+        stats[name] = CapStats(
+            name=name,
+            kind=type(m).__name__,
+            units=int(z[0].numel()) if z.dim() > 0 else 1,
+            cap_min=float(cvals.min()),
+            cap_mean=float(cvals.mean()),
+            cap_max=float(cvals.max()),
+            saturated=float((z >= cap).float().mean()),
+            inactive=float((z <= 0).float().mean()),
+        )
     return [stats[n] for n, _ in caps if n in stats]

@@ -27,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from robustact.surgery import find_activations, find_caps, straight_through
+from robustact.surgery import find_activations, find_caps, record_io, straight_through
 
 __all__ = [
     "LayerDistance",
@@ -58,29 +58,10 @@ def _layer_modules(model: nn.Module, where: str) -> list[tuple[str, nn.Module]]:
 
 
 def _record_outputs(
-    model: nn.Module, x: Tensor, mods: list[tuple[str, nn.Module]], pre: bool = False
+    model: nn.Module, x: Tensor, mods: list[tuple[str, nn.Module]]
 ) -> dict[str, Tensor]:
-    """Run ``model(x)`` in eval mode without gradient; return each module's output (or input)."""
-    seen: dict[str, Tensor] = {}
-    hooks = []
-    for name, m in mods:
-
-        def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-            t = args[0] if pre else out
-            if isinstance(t, Tensor):
-                seen[name] = t.detach()
-
-        hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return seen
+    """Each module's output on one eval-mode, no-grad pass of ``x``."""
+    return {name: out for name, (_, out) in record_io(model, x, mods).items()}
 
 
 @dataclass(frozen=True)
@@ -277,10 +258,9 @@ def negative_unit_ratio(model: nn.Module, x: Tensor) -> list[NegativeRatio]:
     ``x * 0``, count as non-negative). One eval-mode pass on ``x``.
     """
     mods = _layer_modules(model, "activations")
-    pre = _record_outputs(model, x, mods, pre=True)
-    # a second pass for the outputs: the same input, so deterministic layers agree; for
-    # stochastic ones pre and post come from different draws only at later layers
-    post = _record_outputs(model, x, mods)
+    io = record_io(model, x, mods)  # one pass: a random gate's input and output agree
+    pre = {name: i for name, (i, _) in io.items()}
+    post = {name: o for name, (_, o) in io.items()}
     out = []
     for name, m in mods:
         if name in pre and name in post:
