@@ -117,8 +117,9 @@ def test_eot_beats_single_sample_pgd_on_brelu(data: Data) -> None:
     xtr, ytr, x, y = data
     net = _train(_mlp(xtr[0].numel(), BReLU(), BReLU()), xtr, ytr, epochs=8, batch=256, lr=2e-3)
     clean = _acc(net, x, y, passes=20)
-    single = _acc(net, PGD(eps=EPS, steps=10, seed=0)(net, x, y), y, passes=20)
-    eot = _acc(net, PGD(eps=EPS, steps=10, eot=10, seed=0)(net, x, y), y, passes=20)
-    print(f"clean {clean:.1f}%  PGD-10 {single:.1f}%  EOT(10)-PGD-10 {eot:.1f}%")
+    # 20 small steps: single-sample gradients wander, their average does not
+    single = _acc(net, PGD(eps=EPS, steps=20, seed=0)(net, x, y), y, passes=20)
+    eot = _acc(net, PGD(eps=EPS, steps=20, eot=10, seed=0)(net, x, y), y, passes=20)
+    print(f"clean {clean:.1f}%  PGD-20 {single:.1f}%  EOT(10)-PGD-20 {eot:.1f}%")
     assert clean >= 85.0
-    assert eot <= single - 3.0
+    assert eot <= single - 4.0
