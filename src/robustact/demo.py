@@ -65,9 +65,8 @@ DEMO_SPEC: dict[str, Any] = {
     "evaluation": {
         "protocols": ["seed", "adaptive"],
         "eps": [0.1],
-        "norm": "linf",
-        "n": 300,
-        "fast": True,
+        "norm": "linf",  # all 359 digits test points
+        "fast": True,  # the full protocols give the same verdicts in 554 s instead of 20 s
         "masking": True,
     },
 }
@@ -101,9 +100,9 @@ def _fmt(v: float | None) -> str:
 _STYLE = {"bad": "bold red", "warn": "yellow", "good": "green", "unknown": "dim"}
 
 
-def _print_protocols(console: Console, eps: float) -> None:
+def _print_protocols(console: Console, eps: float, fast: bool) -> None:
     for name in ("seed", "adaptive"):
-        proto = get_protocol(name, eps=eps, norm="Linf", fast=True)
+        proto = get_protocol(name, eps=eps, norm="Linf", fast=fast)
         console.print(f"[bold]{name} protocol[/bold]")
         for line in proto.lines():
             console.print(f"  {line}", highlight=False)
@@ -221,10 +220,10 @@ def run_demo(
     console.print(
         f"{len(spec.cells())} models on the embedded digits dataset, "
         f"{spec_dict['training']['epochs']} epochs each, evaluated on "
-        f"{spec_dict['evaluation']['n']} test points under two protocols "
+        f"{spec_dict['evaluation'].get('n', 'all')} test points under two protocols "
         f"({n_workers} worker process{'es' if n_workers > 1 else ''}, device {device}):"
     )
-    _print_protocols(console, eps)
+    _print_protocols(console, eps, bool(spec_dict["evaluation"]["fast"]))
     try:
         summary = run_spec(
             spec,
