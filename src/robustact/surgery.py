@@ -127,9 +127,8 @@ def record_io(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """One eval-mode, no-grad forward pass of ``x``; each module's (input, output), detached.
 
-    The mode is restored afterwards and hooks are removed even on errors. A module called
-    more than once keeps its first call. Modules whose input or output is not a single
-    tensor are left out. Used by surgery (sizes, cap statistics) and the diagnostics.
+    Mode and hooks are restored even on errors; a module called twice keeps its first call;
+    modules whose input or output is not one tensor are left out.
 
     Args:
         model: any module.

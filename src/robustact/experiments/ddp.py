@@ -64,8 +64,8 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
     """Join the process group torchrun describes in the environment (``env://``).
 
     Returns:
-        ``(rank, world_size, device)``: with ``device="cuda"`` each rank takes
-        ``cuda:<LOCAL_RANK>`` and the nccl backend, otherwise the CPU and gloo.
+        ``(rank, world_size, device)``: given a CUDA device name each rank takes
+        GPU number ``LOCAL_RANK`` and the nccl backend, otherwise the CPU and gloo.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise RuntimeError(
