@@ -11,6 +11,7 @@ exit code 1. The CLI is the only place that picks a device (``--device``, defaul
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -89,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robustact: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `robustact list models | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is silent
+        return 0
     except USER_ERRORS as e:
         if args.debug:
             raise
