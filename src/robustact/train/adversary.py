@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustact.attacks.base import Attack
+from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import get_loss
 
 
@@ -48,12 +49,12 @@ class TrainingPGD(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, seed=seed)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        self.steps = steps
-        self.step_size = 2.5 * self.eps / steps if step_size is None else float(step_size)
-        if not self.step_size >= 0:
-            raise ValueError(f"step_size must be >= 0, got {step_size!r}")
+        self.steps = check_int("steps", steps, 1)
+        self.step_size = (
+            2.5 * self.eps / self.steps
+            if step_size is None
+            else check_float("step_size", step_size)
+        )
         self.loss = loss
         self._loss_fn = get_loss(loss)
         self.random_start = bool(random_start)
@@ -91,10 +92,8 @@ class TradesKL(Attack):
         self, *, eps: float, steps: int = 10, step_size: float = 0.007, seed: int | None = None
     ) -> None:
         super().__init__(eps=eps, norm="Linf", seed=seed)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        self.steps = steps
-        self.step_size = float(step_size)
+        self.steps = check_int("steps", steps, 1)
+        self.step_size = check_float("step_size", step_size)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
