@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,6 @@ from robustact.attacks.square import Square, p_schedule
 from robustact.attacks.zerograd import ZeroGradPGD
 
 Digits = tuple[Tensor, Tensor, Tensor, Tensor]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread per test here: these models are tiny, and a second thread only
-    adds synchronisation that stalls badly when the two CPUs are shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:

@@ -18,15 +18,6 @@ from robustact.cli._run import FORMATS, find_recipes, recipe_description
 SUBCOMMANDS = ["demo", "train", "attack", "evaluate", "diagnose", "run", "report", "list"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # tiny models on two shared, busy cores: one torch thread is many times faster
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
     """The stderr of a failed command: exactly one line, no traceback."""
     err = capsys.readouterr().err

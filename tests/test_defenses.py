@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import train_quick
 from robustact.defenses import (
     BitDepthReduction,
     DenoisingAutoencoder,
@@ -35,27 +33,6 @@ from robustact.surgery import find_stochastic, is_stochastic, straight_through
 from robustact.train.objectives import get_objective
 
 Digits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One thread for this module: tiny models run up to ~60x slower on 2 threads when other
-    processes load the 2 shared cores (conftest sets 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mlp(digits: Digits) -> nn.Module:
-    """The ``digits_mlp`` recipe (64-64-10, conftest.train_quick), trained on one thread."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    x, y, _, _ = digits
-    return train_quick(model, x, y)
 
 
 def _acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -177,11 +154,11 @@ def _steps() -> dict[str, nn.Module]:
 
 @pytest.mark.parametrize("name", ["bit_depth", "median", "jpeg", "squeeze", "noise"])
 def test_straight_through_keeps_forward_and_gives_identity_backward(
-    name: str, digits: Digits, mlp: nn.Module
+    name: str, digits: Digits, digits_mlp: nn.Module
 ) -> None:
     x, y = digits[2][:32], digits[3][:32]
     step = _steps()[name]
-    model = Preprocessed(mlp, step).eval()
+    model = Preprocessed(digits_mlp, step).eval()
 
     def run(st: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if isinstance(step, GaussianNoise):
@@ -206,7 +183,7 @@ def test_straight_through_keeps_forward_and_gives_identity_backward(
     out_st, g_st, _ = run(True)
     assert torch.equal(out_plain, out_st)  # forward bit-identical
     zg = z.clone().requires_grad_(True)
-    F.cross_entropy(mlp(zg), y, reduction="sum").backward()
+    F.cross_entropy(digits_mlp(zg), y, reduction="sum").backward()
     assert zg.grad is not None
     torch.testing.assert_close(g_st, zg.grad, rtol=1e-5, atol=1e-7)
     assert g_st.abs().sum() > 0
@@ -237,15 +214,15 @@ def test_bad_arguments_raise_clear_errors() -> None:
 
 
 # ---------------------------------------------------------------------- autoencoder
-def test_autoencoder_trains_and_keeps_clean_accuracy(digits: Digits, mlp: nn.Module) -> None:
+def test_autoencoder_trains_and_keeps_clean_accuracy(digits: Digits, digits_mlp: nn.Module) -> None:
     x, _, xt, yt = digits
     torch.manual_seed(0)
     ae = DenoisingAutoencoder(1, hidden=16)
     hist = train_autoencoder(ae, x, epochs=12, noise_std=0.1)
     assert len(hist) == 13
     assert hist[-1] < 0.5 * hist[0], hist
-    base = _acc(mlp, xt, yt)
-    wrapped = _acc(Preprocessed(mlp, ae).eval(), xt, yt)
+    base = _acc(digits_mlp, xt, yt)
+    wrapped = _acc(Preprocessed(digits_mlp, ae).eval(), xt, yt)
     assert wrapped >= base - 0.03, (base, wrapped)
     assert DenoisingAutoencoder(3, 4)(torch.rand(2, 3, 7, 9)).shape == (2, 3, 7, 9)
 

@@ -1,6 +1,6 @@
 """Integration tests of robustact.defenses with attacks, evaluate and train (digits, CPU).
 
-Measured on 200 digits test points at Linf eps 0.1 with the ``mlp`` fixture: the
+Measured on 200 digits test points at Linf eps 0.1 with the ``digits_mlp`` fixture: the
 undefended MLP keeps about 32 % under the adaptive protocol; bit-depth 4 and JPEG keep
 about 97 % under plain PGD-10 (zero gradients) and fall to about 25-30 % with BPDA; noise
 injection falls from about 80 % to about 25 % with EOT.
@@ -8,14 +8,13 @@ injection falls from about 80 % to about 25 % with EOT.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import train_quick
 from robustact.defenses import (
     BitDepthReduction,
     DenoisingAutoencoder,
@@ -30,27 +29,6 @@ from robustact.defenses import (
 )
 
 Digits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One thread for this module: tiny models run up to ~60x slower on 2 threads when other
-    processes load the 2 shared cores (conftest sets 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mlp(digits: Digits) -> nn.Module:
-    """The ``digits_mlp`` recipe (64-64-10, conftest.train_quick), trained on one thread."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    x, y, _, _ = digits
-    return train_quick(model, x, y)
 
 
 EPS = 0.1
@@ -89,17 +67,17 @@ PREPROCESSING: dict[str, Callable[[], nn.Module]] = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(PREPROCESSING))
 def test_masking_defences_flagged_and_broken_by_adaptive_protocol(
-    name: str, digits: Digits, mlp: nn.Module
+    name: str, digits: Digits, digits_mlp: nn.Module
 ) -> None:
     masking_report = _masking_report()
     x, y = digits[2][:N], digits[3][:N]
-    model = Preprocessed(mlp, PREPROCESSING[name]()).eval()
+    model = Preprocessed(digits_mlp, PREPROCESSING[name]()).eval()
     report = masking_report(model, x, y, eps=EPS, fast=True)
     assert report.verdict in ("masked", "suspect"), (report.verdict, report.reason)
     seed = _evaluate(model, x, y, "seed")
     adaptive = _evaluate(model, x, y, "adaptive")
     plain_pgd = _column(seed, "PGD-10")
-    undefended = _evaluate(mlp, x, y, "adaptive").robust_accuracy
+    undefended = _evaluate(digits_mlp, x, y, "adaptive").robust_accuracy
     # plain PGD sees much more robustness than the undefended model has ...
     assert plain_pgd > undefended + 0.25, (plain_pgd, undefended)
     # ... and the adaptive protocol takes most of that apparent gain away
@@ -113,17 +91,17 @@ def test_masking_defences_flagged_and_broken_by_adaptive_protocol(
 
 
 @pytest.mark.slow
-def test_autoencoder_defence_end_to_end(digits: Digits, mlp: nn.Module) -> None:
+def test_autoencoder_defence_end_to_end(digits: Digits, digits_mlp: nn.Module) -> None:
     masking_report = _masking_report()
     x_train, _, x, y = digits
     x, y = x[:100], y[:100]  # CW-L2 of the seed protocol dominates the runtime
     torch.manual_seed(0)
     ae = DenoisingAutoencoder(1, hidden=16)
     train_autoencoder(ae, x_train, epochs=12, noise_std=0.1)
-    model = Preprocessed(mlp, ae).eval()
+    model = Preprocessed(digits_mlp, ae).eval()
     seed = _evaluate(model, x, y, "seed")
     adaptive = _evaluate(model, x, y, "adaptive")
-    base = _evaluate(mlp, x, y, "seed").clean_accuracy
+    base = _evaluate(digits_mlp, x, y, "seed").clean_accuracy
     assert seed.clean_accuracy >= base - 0.03
     # differentiable: plain gradients already are the adaptive attack (no BPDA needed)
     report = masking_report(model, x, y, eps=EPS, fast=True)
@@ -132,7 +110,7 @@ def test_autoencoder_defence_end_to_end(digits: Digits, mlp: nn.Module) -> None:
     assert report.verdict != "masked", report.reason
     assert abs(adaptive.robust_accuracy - seed.robust_accuracy) <= 0.05
     # and the reconstruction does not make the model weaker than it was
-    undefended = _evaluate(mlp, x, y, "adaptive").robust_accuracy
+    undefended = _evaluate(digits_mlp, x, y, "adaptive").robust_accuracy
     assert adaptive.robust_accuracy >= undefended - 0.02
 
 

@@ -5,10 +5,8 @@ quick recipe runs end to end into a store with both protocols and the masking ve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from robustact.evaluate import list_protocols
@@ -18,14 +16,6 @@ from robustact.experiments.store import ResultStore
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 FILES = sorted(RECIPES.glob("*.yaml"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_recipes_exist() -> None:

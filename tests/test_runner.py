@@ -16,15 +16,6 @@ from robustact.experiments.spec import parse_spec
 from robustact.experiments.store import ResultStore
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # two torch threads on the two shared (busy) cores run these tiny models ~20x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(masking: bool = False, datasets: list[Any] | None = None) -> dict[str, Any]:
     return {
         "name": "tiny",
