@@ -190,9 +190,8 @@ def _option_error(line: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from robustact.experiments import cell_id
-    from robustact.experiments.cell import prepare_cell
-    from robustact.train import fit, save_checkpoint
+    from robustact.experiments.cell import prepare_cell, save_cell_checkpoint
+    from robustact.train import fit
     from robustact.train.checkpoint import latest_training_state
 
     device = resolve_device(args.device)
@@ -226,12 +225,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     test_acc = correct / max(1, len(y))
     extra = {
-        "cell": config, "cell_id": cell_id(config), "input_shape": list(prep.input_shape),
-        "num_classes": prep.num_classes, "quick": bool(args.quick), "n_train": len(train),
-        "n_val": len(val), "test_accuracy": test_acc, "seconds": seconds, "device": device,
+        "quick": bool(args.quick), "n_train": len(train), "n_val": len(val),
+        "test_accuracy": test_acc, "seconds": seconds, "device": device,
     }  # fmt: skip
-    path = save_checkpoint(weights, model, objective=prep.objective, config=prep.train_config,
-                           history=history, extra=extra)  # fmt: skip
+    path = save_cell_checkpoint(weights, prep, history, extra=extra)
     last = history.last if len(history) else {}
     n_ep = len(history)
     con = console()

@@ -6,8 +6,7 @@ metrics in one transaction (or record the error, so the other cells carry on).
 
 Metric rows (``protocol, attack, metric, value, eps, norm``):
 
-* ``(<protocol>, "clean", "accuracy", v, None, None)`` and its Wilson interval and
-  per-class rows (``accuracy_ci_low``, ``accuracy/class_3``), once per protocol;
+* ``(<protocol>, "clean", "accuracy", v, None, None)``, its Wilson interval and per-class rows;
 * ``(<protocol>, "worst", "accuracy", v, eps, norm)``: the worst case over the protocol,
   with ``accuracy_ci_*``, ``robustness_gap``, ``success_rate``, ``mean_max_prob``, ...;
 * ``(<protocol>, <attack label>, "accuracy" | "cumulative_accuracy" | ..., v, eps, norm)``;
@@ -240,26 +239,36 @@ def run_cell(
     return out
 
 
+def save_cell_checkpoint(
+    path: str | os.PathLike[str], prep: PreparedCell, history: Any, extra: Mapping[str, Any]
+) -> Path:
+    """Save ``prep.model`` with the sidecar fields :func:`load_cell_model` rebuilds it from
+    (the cell config, its id, input shape and class count), plus ``extra``."""
+    from robustact.train import save_checkpoint
+
+    fields = {"cell": dict(prep.config), "cell_id": prep.cell_id,
+              "input_shape": list(prep.input_shape), "num_classes": prep.num_classes}  # fmt: skip
+    return save_checkpoint(path, prep.model, objective=prep.objective, config=prep.train_config,
+                           history=history, extra={**fields, **extra})  # fmt: skip
+
+
 def finish_cell(
     prep: PreparedCell, history: Any, output_dir: str | os.PathLike[str] | None
 ) -> CellOutput:
     """After training: save the checkpoint, evaluate under every protocol and eps, run the
     masking report, and gather the metric rows and extra JSON."""
-    from robustact.train import save_checkpoint
-
     t = prep.timer
     t0 = t.lap("train", prep.t0)
     model, dev, seed = prep.model, prep.device, prep.seed
     ckpt = None
     if output_dir is not None:
         cell_dir = Path(output_dir) / prep.cell_id
-        ckpt = save_checkpoint(
-            cell_dir / "model.safetensors", model, objective=prep.objective,
-            config=prep.train_config, history=history,
-            extra={"cell": dict(prep.config), "cell_id": prep.cell_id,
-                   "input_shape": list(prep.input_shape), "num_classes": prep.num_classes,
-                   "stopped_early": history.stopped_early},
-        )  # fmt: skip
+        ckpt = save_cell_checkpoint(
+            cell_dir / "model.safetensors",
+            prep,
+            history,
+            extra={"stopped_early": history.stopped_early},
+        )
         shutil.rmtree(cell_dir / "train", ignore_errors=True)  # only needed to resume
     model.eval()
     ev = prep.config["evaluation"]
