@@ -49,6 +49,7 @@ def margin_bounds(
     *,
     intersect: bool = True,
     memory_mb: float = 512.0,
+    slopes: str = "flat",
 ) -> Tensor:
     """Certified lower bounds on ``logit_y - logit_j`` over ``{x' : ||x' - x|| <= eps} ∩ [0, 1]``.
 
@@ -61,12 +62,16 @@ def margin_bounds(
         intersect: CROWN only: return ``max(IBP, CROWN)`` per margin (both are sound);
             False gives CROWN's own bound.
         memory_mb: rough cap on CROWN's coefficient tensors per backward pass.
+        slopes: CROWN's lines on a capped unit's flat side, ``"flat"`` (default, measured
+            tighter) or ``"area"`` (see :func:`~robustact.certify.relax.clip_relaxation`).
 
     Returns:
         (N, K) lower bounds; column ``y`` is ``+inf``. The point is certified iff every
         entry is > 0.
     """
     eps, norm, method = _check(x, y, eps, norm, method)
+    if slopes not in ("flat", "area"):
+        raise ValueError(f"slopes must be 'flat' or 'area', got {slopes!r}")
     was_training = model.training
     model.eval()
     try:
@@ -79,7 +84,8 @@ def margin_bounds(
         ibp, sq = interval_bounds(chain, x, lo, hi, eps, norm)
         lower = ibp_margins(chain, ibp, spec, x, eps, sq)
         if method == "crown":
-            crown = crown_margins(chain, ibp, spec, (x, lo, hi), eps, norm, memory_mb)
+            region = (x, lo, hi)
+            crown = crown_margins(chain, ibp, spec, region, eps, norm, memory_mb, slopes)
             lower = torch.maximum(lower, crown) if intersect else crown
     finally:
         model.train(was_training)
@@ -147,11 +153,13 @@ def certified_accuracy(
     *,
     batch_size: int = 64,
     memory_mb: float = 512.0,
+    slopes: str = "flat",
 ) -> CertifyResult:
     """Certify each point of ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
 
-    Points go through :func:`margin_bounds` ``batch_size`` at a time (CROWN's memory grows
-    with the batch; for a 28x28 CNN keep it small). Returns a :class:`CertifyResult`.
+    Points go through :func:`margin_bounds` (``memory_mb``, ``slopes`` as there)
+    ``batch_size`` at a time (CROWN's memory grows with the batch; for a 28x28 CNN keep it
+    small). Returns a :class:`CertifyResult`.
     """
     eps, norm, method = _check(x, y, eps, norm, method)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -166,6 +174,7 @@ def certified_accuracy(
             norm,
             method,
             memory_mb=memory_mb,
+            slopes=slopes,
         )
         for i in range(0, x.shape[0], batch_size)
     ]

@@ -177,6 +177,7 @@ def crown_margins(
     eps: float,
     norm: str,
     memory_mb: float = 512.0,
+    slopes: str = "flat",
 ) -> Tensor:
     """CROWN lower bounds (B, K) of ``spec @ logits``.
 
@@ -184,6 +185,8 @@ def crown_margins(
         chain: the model's ops; ibp: :func:`interval_bounds`' bounds (refined in a copy).
         spec: C (B, K, K); region: ``(x0, lo, hi)`` each (B, *input); eps, norm: the ball.
         memory_mb: rough cap on one backward pass's coefficient tensors.
+        slopes: capped units' flat-side lines, ``"flat"`` or ``"area"`` (see
+            :func:`~robustact.certify.relax.clip_relaxation`).
     """
     bounds = list(ibp)
     relax: list[object] = [None] * len(chain)
@@ -199,7 +202,7 @@ def crown_margins(
                 bounds[k] = _intersect(bounds[k], (low.reshape(shape), up.reshape(shape)))
                 for j in range(k, len(chain)):  # tighter inputs tighten every later interval
                     bounds[j + 1] = _intersect(bounds[j + 1], chain[j].ibp(*bounds[j]))
-        relax[k] = op.relax(*bounds[k])
+        relax[k] = op.relax(*bounds[k], slopes=slopes)
     coef, const = _backward(chain, relax, spec, len(chain))
     x0, lo, hi = region
     return _concretise(coef, const, x0, lo, hi, eps, norm)

@@ -57,8 +57,9 @@ class Op:
         """Interval (B, *in_shape) -> interval (B, *out_shape)."""
         raise NotImplementedError
 
-    def relax(self, lower: Tensor, upper: Tensor) -> Any:
-        """Linear relaxation on the input interval (only for ``nonlinear`` ops)."""
+    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "flat") -> Any:
+        """Linear relaxation on the input interval (only for ``nonlinear`` ops); ``slopes``
+        picks a capped unit's flat-side lines (see ``relax.clip_relaxation``)."""
         return None
 
     def backward(self, a: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
@@ -235,13 +236,13 @@ class Clip(Op):
         self.cap = cap  # broadcastable to shape
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.minimum(x.clamp(min=0), self.cap)
+        return torch.minimum(x.clamp(min=0), self.cap.to(x.device, x.dtype))
 
     def ibp(self, lower: Tensor, upper: Tensor) -> Bounds:
         return self.forward(lower), self.forward(upper)
 
-    def relax(self, lower: Tensor, upper: Tensor) -> ElementwiseRelaxation:
-        return clip_relaxation(lower, upper, self.cap)
+    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "flat") -> ElementwiseRelaxation:
+        return clip_relaxation(lower, upper, self.cap, slopes)
 
     def backward(self, a: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
         r: ElementwiseRelaxation = relaxation
@@ -252,7 +253,8 @@ class Clip(Op):
 
     def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
         """(B, *shape) bool: units whose interval crosses a kink (relaxation not exact)."""
-        return ((lower < 0) & (upper > 0)) | ((lower < self.cap) & (upper > self.cap))
+        cap = self.cap.to(lower.device, lower.dtype)
+        return ((lower < 0) & (upper > 0)) | ((lower < cap) & (upper > cap))
 
 
 class MaxPool(Op):
@@ -277,7 +279,7 @@ class MaxPool(Op):
     def ibp(self, lower: Tensor, upper: Tensor) -> Bounds:
         return self.forward(lower), self.forward(upper)
 
-    def relax(self, lower: Tensor, upper: Tensor) -> PoolRelaxation:
+    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "flat") -> PoolRelaxation:
         return maxpool_relaxation(
             lower, upper, self.kernel, self.stride, self.padding, self.dilation
         )
