@@ -63,6 +63,7 @@ def _all_bounds(
     return {
         "ibp": margin_bounds(net, x, y, eps, method="ibp"),
         "crown": margin_bounds(net, x, y, eps, method="crown", intersect=False),
+        "flat": margin_bounds(net, x, y, eps, intersect=False, slopes="flat"),
         "both": margin_bounds(net, x, y, eps, method="crown"),
     }
 
@@ -82,7 +83,8 @@ def _check_against_exact(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
             assert (got[finite] <= exact[finite] + slack).all(), (name, got, exact)
         assert (bounds["both"][i] >= bounds["ibp"][i]).all()
         if nbin == 0:
-            np.testing.assert_allclose(bounds["crown"][i].numpy()[finite], exact[finite], atol=TOL)
+            for name in ("crown", "flat", "both"):
+                np.testing.assert_allclose(bounds[name][i].numpy()[finite], exact[finite], atol=TOL)
     return binaries
 
 
@@ -116,19 +118,27 @@ def test_crown_exact_when_no_unit_straddles(kind: str) -> None:
 
 
 def test_crown_usually_tighter_than_ibp_with_kinks_straddled() -> None:
-    """Not a law (so measured): CROWN's own bound beats IBP's on most margins of 2-layer
-    nets at eps where units straddle; max(IBP, CROWN) is never below IBP."""
-    wins = total = 0
-    for seed in range(8):
-        net = tiny_net(seed, 4, [6, 6], ["relu", "srelu", "drelu"][seed % 3])
-        x = torch.rand(8, 4, generator=torch.Generator().manual_seed(seed))
-        y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(seed))
-        b = _all_bounds(net, x, y, 0.1)
-        keep = torch.isfinite(b["ibp"])
-        wins += int((b["crown"][keep] >= b["ibp"][keep] - 1e-6).sum())
-        total += int(keep.sum())
-        assert (b["both"][keep] >= b["ibp"][keep]).all()
-    assert wins / total > 0.8
+    """Not a law (so measured, as relax.py documents): at eps 0.1 on random 4-6-6-3 nets,
+    CROWN's own bound is >= IBP's on most ReLU margins; on capped nets the flat-side lines
+    lose to IBP less often than the area rule. max(IBP, CROWN) is never below IBP."""
+    rate: dict[str, dict[str, float]] = {}
+    for kind in ("relu", "srelu", "drelu"):
+        wins = {"crown": 0, "flat": 0}
+        total = 0
+        for seed in range(8):
+            net = tiny_net(seed, 4, [6, 6], kind)
+            x = torch.rand(8, 4, generator=torch.Generator().manual_seed(seed))
+            y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(seed))
+            b = _all_bounds(net, x, y, 0.1)
+            keep = torch.isfinite(b["ibp"])
+            for name in wins:
+                wins[name] += int((b[name][keep] >= b["ibp"][keep] - 1e-6).sum())
+            total += int(keep.sum())
+            assert (b["both"][keep] >= b["ibp"][keep]).all()
+        rate[kind] = {name: w / total for name, w in wins.items()}
+    assert rate["relu"]["crown"] > 0.9
+    for kind in ("srelu", "drelu"):
+        assert rate[kind]["flat"] > rate[kind]["crown"]
 
 
 def tiny_cnn(seed: int, kind: str) -> nn.Sequential:
@@ -291,6 +301,8 @@ def test_bad_inputs_fail_with_clear_errors() -> None:
         margin_bounds(net, x, y, -1.0)
     with pytest.raises(ValueError, match="norm must be"):
         margin_bounds(net, x, y, 0.1, norm="l1")
+    with pytest.raises(ValueError, match="slopes must be"):
+        margin_bounds(net, x, y, 0.1, slopes="tight")
     with pytest.raises(ValueError, match="method must be"):
         margin_bounds(net, x, y, 0.1, method="exact")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -177,7 +177,7 @@ def crown_margins(
     eps: float,
     norm: str,
     memory_mb: float = 512.0,
-    slopes: str = "flat",
+    slopes: str = "area",
 ) -> Tensor:
     """CROWN lower bounds (B, K) of ``spec @ logits``.
 
@@ -185,7 +185,7 @@ def crown_margins(
         chain: the model's ops; ibp: :func:`interval_bounds`' bounds (refined in a copy).
         spec: C (B, K, K); region: ``(x0, lo, hi)`` each (B, *input); eps, norm: the ball.
         memory_mb: rough cap on one backward pass's coefficient tensors.
-        slopes: capped units' flat-side lines, ``"flat"`` or ``"area"`` (see
+        slopes: capped units' flat-side lines, ``"area"`` or ``"flat"`` (see
             :func:`~robustact.certify.relax.clip_relaxation`).
     """
     bounds = list(ibp)

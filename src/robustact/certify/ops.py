@@ -57,7 +57,7 @@ class Op:
         """Interval (B, *in_shape) -> interval (B, *out_shape)."""
         raise NotImplementedError
 
-    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "flat") -> Any:
+    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "area") -> Any:
         """Linear relaxation on the input interval (only for ``nonlinear`` ops); ``slopes``
         picks a capped unit's flat-side lines (see ``relax.clip_relaxation``)."""
         return None
@@ -241,7 +241,7 @@ class Clip(Op):
     def ibp(self, lower: Tensor, upper: Tensor) -> Bounds:
         return self.forward(lower), self.forward(upper)
 
-    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "flat") -> ElementwiseRelaxation:
+    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "area") -> ElementwiseRelaxation:
         return clip_relaxation(lower, upper, self.cap, slopes)
 
     def backward(self, a: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
@@ -279,7 +279,7 @@ class MaxPool(Op):
     def ibp(self, lower: Tensor, upper: Tensor) -> Bounds:
         return self.forward(lower), self.forward(upper)
 
-    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "flat") -> PoolRelaxation:
+    def relax(self, lower: Tensor, upper: Tensor, slopes: str = "area") -> PoolRelaxation:
         return maxpool_relaxation(
             lower, upper, self.kernel, self.stride, self.padding, self.dilation
         )
