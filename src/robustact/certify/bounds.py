@@ -150,11 +150,9 @@ def _crown_layer(
     for start in range(0, need.numel(), step):
         idx = need[start : start + step]
         s = idx.numel()
-        a = x0.new_zeros(b, 2 * s, n)
-        rows = torch.arange(s, device=x0.device)
-        a[:, rows, idx], a[:, rows + s, idx] = 1.0, -1.0
-        coef, const = _backward(chain, relax, a.reshape(b, 2 * s, *chain[k].in_shape), k)
-        out = _concretise(coef, const, x0, lo, hi, eps, norm)
+        coef, const = chain[k - 1].backward_units(idx, x0, relax[k - 1])
+        coef, rest = _backward(chain, relax, coef, k - 1)
+        out = _concretise(coef, const + rest, x0, lo, hi, eps, norm)
         lower[:, idx], upper[:, idx] = out[:, :s], -out[:, s:]
     return lower, upper
 

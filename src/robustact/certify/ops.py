@@ -71,6 +71,16 @@ class Op:
         None where not implemented (used by IBP's L2 first layer)."""
         return None
 
+    def backward_units(self, idx: Tensor, like: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
+        """:meth:`backward` of the 2s rows ``+e_i`` then ``-e_i`` for the output units
+        ``idx`` (s,) (flat indices into ``out_shape``): (B, 2s, *in_shape), (B, 2s), with B,
+        dtype and device those of ``like`` (B, ...). Subclasses skip the one-hot rows."""
+        s, n, batch = idx.numel(), math.prod(self.out_shape), like.shape[0]
+        a = like.new_zeros(batch, 2 * s, n)
+        rows = torch.arange(s, device=idx.device)
+        a[:, rows, idx], a[:, rows + s, idx] = 1.0, -1.0
+        return self.backward(a.reshape(batch, 2 * s, *self.out_shape), relaxation)
+
 
 class Reshape(Op):
     """Flatten or any view change."""
@@ -172,6 +182,11 @@ class Dense(Op):
     def sqnorm(self, v: Tensor) -> Tensor | None:
         return F.linear(v, self.weight**2)
 
+    def backward_units(self, idx: Tensor, like: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
+        w, b = self.weight[idx], self.bias[idx]
+        coef, const = torch.cat([w, -w]), torch.cat([b, -b])
+        return coef.expand(like.shape[0], *coef.shape), const.expand(like.shape[0], -1)
+
 
 class Conv(Op):
     """``nn.Conv2d`` with zero padding: (B, C, H, W) -> (B, C', H', W')."""
@@ -223,6 +238,23 @@ class Conv(Op):
 
     def sqnorm(self, v: Tensor) -> Tensor | None:
         return self._apply(v, self.weight**2, None)
+
+    def backward_units(self, idx: Tensor, like: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
+        """One-hot rows through the transpose without a dense convolution: each unit's
+        coefficients are its kernel placed at its window (``F.fold`` of one column)."""
+        c = self.conv
+        if isinstance(c.padding, str) or c.groups != 1:
+            return super().backward_units(idx, like, relaxation)
+        s, plane = idx.numel(), math.prod(self.out_shape[1:])
+        channel, where = idx // plane, idx % plane
+        w = self.weight.reshape(self.weight.shape[0], -1)[channel]  # (s, Cin * kh * kw)
+        cols = w.new_zeros(2 * s, w.shape[1], plane)
+        rows = torch.arange(s, device=idx.device)
+        cols[rows, :, where], cols[rows + s, :, where] = w, -w
+        img = F.fold(cols, self.in_shape[1:], c.kernel_size, c.dilation, c.padding, c.stride)
+        bias = self.bias[channel] if self.bias is not None else w.new_zeros(s)
+        const = torch.cat([bias, -bias])
+        return img.expand(like.shape[0], *img.shape), const.expand(like.shape[0], -1)
 
 
 class Clip(Op):
