@@ -239,23 +239,6 @@ class Conv(Op):
     def sqnorm(self, v: Tensor) -> Tensor | None:
         return self._apply(v, self.weight**2, None)
 
-    def backward_units(self, idx: Tensor, like: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
-        """One-hot rows through the transpose without a dense convolution: each unit's
-        coefficients are its kernel placed at its window (``F.fold`` of one column)."""
-        c = self.conv
-        if isinstance(c.padding, str) or c.groups != 1:
-            return super().backward_units(idx, like, relaxation)
-        s, plane = idx.numel(), math.prod(self.out_shape[1:])
-        channel, where = idx // plane, idx % plane
-        w = self.weight.reshape(self.weight.shape[0], -1)[channel]  # (s, Cin * kh * kw)
-        cols = w.new_zeros(2 * s, w.shape[1], plane)
-        rows = torch.arange(s, device=idx.device)
-        cols[rows, :, where], cols[rows + s, :, where] = w, -w
-        img = F.fold(cols, self.in_shape[1:], c.kernel_size, c.dilation, c.padding, c.stride)
-        bias = self.bias[channel] if self.bias is not None else w.new_zeros(s)
-        const = torch.cat([bias, -bias])
-        return img.expand(like.shape[0], *img.shape), const.expand(like.shape[0], -1)
-
 
 class Clip(Op):
     """``min(max(x, 0), cap)``: ReLU (cap inf), ReLU6, S-ReLU, D-ReLU (per-channel caps)."""
@@ -277,11 +260,17 @@ class Clip(Op):
         return clip_relaxation(lower, upper, self.cap, slopes)
 
     def backward(self, a: Tensor, relaxation: Any) -> tuple[Tensor, Tensor]:
+        # coef = pos * lower_slope + neg * upper_slope = a * us + pos * (ls - us), written
+        # with one temporary: this elementwise pass dominates CROWN on conv nets
         r: ElementwiseRelaxation = relaxation
-        pos, neg = a.clamp(min=0), a.clamp(max=0)
-        coef = pos * r.lower_slope.unsqueeze(1) + neg * r.upper_slope.unsqueeze(1)
-        const = pos * r.lower_bias.unsqueeze(1) + neg * r.upper_bias.unsqueeze(1)
-        return coef, const.flatten(2).sum(-1)
+        b, s = a.shape[:2]
+        flat = a.reshape(b, s, -1)
+        pos = flat.clamp(min=0)
+        ub, lb = r.upper_bias.reshape(b, -1), r.lower_bias.reshape(b, -1)
+        const = torch.einsum("bsn,bn->bs", flat, ub) + torch.einsum("bsn,bn->bs", pos, lb - ub)
+        us = r.upper_slope.reshape(b, 1, -1)
+        coef = pos.mul_(r.lower_slope.reshape(b, 1, -1) - us).addcmul_(flat, us)
+        return coef.reshape(a.shape), const
 
     def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
         """(B, *shape) bool: units whose interval crosses a kink (relaxation not exact)."""
@@ -320,11 +309,10 @@ class MaxPool(Op):
         r: PoolRelaxation = relaxation
         b, s, c = a.shape[:3]
         flat = a.reshape(b, s, c, -1)
-        pos, neg = flat.clamp(min=0), flat.clamp(max=0)
-        exact = r.exact.unsqueeze(1)
-        coef = pos + torch.where(exact, neg, torch.zeros_like(neg))
-        const = torch.where(exact, torch.zeros_like(neg), neg * r.upper.unsqueeze(1))
+        coef = torch.where(r.exact.unsqueeze(1), flat, flat.clamp(min=0))
+        loose_upper = torch.where(r.exact, torch.zeros_like(r.upper), r.upper)  # (b, c, L)
+        const = torch.einsum("bscl,bcl->bs", flat.clamp(max=0), loose_upper)
         plane = math.prod(self.in_shape[1:])
         out = flat.new_zeros(b, s, c, plane)
         out.scatter_add_(3, r.index.unsqueeze(1).expand(b, s, c, -1), coef)
-        return out.reshape(b, s, *self.in_shape), const.flatten(2).sum(-1)
+        return out.reshape(b, s, *self.in_shape), const
