@@ -117,8 +117,9 @@ def _backward(chain: list[Op], relax: list[object], a: Tensor, end: int) -> tupl
 
 
 def _exact_by_ibp(chain: list[Op], k: int) -> bool:
-    """True when op k's input bounds from IBP are already exact per unit: at most one mixing
-    affine layer and nothing nonlinear before it."""
+    """True when IBP's bounds of op k's input are already as tight as CROWN's: at most one
+    mixing affine layer and nothing nonlinear before it (Linf: exact per unit; L2: the
+    same max of box and dual-norm bounds CROWN's concretisation would give)."""
     before = chain[:k]
     return not any(op.nonlinear for op in before) and sum(op.mixing for op in before) <= 1
 
