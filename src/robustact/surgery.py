@@ -209,7 +209,9 @@ def replace_activations(
     return record_edit(target, edit, rebuildable=ok), names
 
 
-def _swap_named(model: nn.Module, names: list[str], to: ActLayer, widths: dict[str, int]) -> None:
+def _swap_named(
+    model: nn.Module, names: list[str], to: ActLayer | None, widths: dict[str, int]
+) -> None:
     for n in names:
         _set_submodule(model, n, make_activation(to, widths.get(n)))
 
@@ -276,7 +278,7 @@ def _replay_insert(model: nn.Module, edit: Any) -> nn.Module:
 
 
 def _insert(
-    target: nn.Module, where: str, width: int | None, activation: ActLayer
+    target: nn.Module, where: str, width: int | None, activation: ActLayer | None
 ) -> tuple[nn.Module, list[str]]:
     """:func:`insert_capped_layer` on ``target`` itself, unrecorded."""
     if where not in ("before_output", "after_input"):

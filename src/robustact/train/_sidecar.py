@@ -85,6 +85,14 @@ def _is_list_of_dicts(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(e, dict) for e in v)
 
 
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and _SHA256.fullmatch(v) is not None
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(_is_int(1)(e) for e in v)
+
+
 def _plain_name(v: Any) -> bool:
     # a file beside the sidecar: no directories, so a sidecar cannot point elsewhere
     return (
@@ -149,8 +157,7 @@ def _check_file(c: _Check, meta: Mapping[str, Any], key: str) -> None:
     c.of(rec, "file", f"{key}.file", "a .safetensors file name beside the sidecar",
          _plain_name, required=True)  # fmt: skip
     c.of(rec, "bytes", f"{key}.bytes", "an int >= 0", _is_int(0), required=True)
-    c.of(rec, "sha256", f"{key}.sha256", "64 lower-case hex digits",
-         lambda v: isinstance(v, str) and _SHA256.fullmatch(v) is not None, required=True)  # fmt: skip
+    c.of(rec, "sha256", f"{key}.sha256", "64 lower-case hex digits", _is_sha256, required=True)
 
 
 def _check_model(c: _Check, meta: Mapping[str, Any]) -> None:
@@ -180,8 +187,7 @@ def _check_extra(c: _Check, extra: Mapping[str, Any]) -> None:
             c.of(extra["cell"], k, f"extra.cell.{k}", "an object with a name",
                  lambda v: isinstance(v, dict) and isinstance(v.get("name"), str))  # fmt: skip
     c.of(extra, "cell_id", "extra.cell_id", "a string", _is_str)
-    c.of(extra, "input_shape", "extra.input_shape", "[C, H, W] (three ints >= 1)",
-         lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(1)(e) for e in v))  # fmt: skip
+    c.of(extra, "input_shape", "extra.input_shape", "[C, H, W] (three ints >= 1)", _is_shape)
     c.of(extra, "num_classes", "extra.num_classes", "an int >= 2", _is_int(2))
     c.of(extra, "stopped_early", "extra.stopped_early", "true or false",
          lambda v: isinstance(v, bool))  # fmt: skip

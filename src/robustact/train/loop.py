@@ -374,7 +374,9 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     if run.strategy.world_size > 1:
         record["world_size"] = run.strategy.world_size
     if run.bar is not None:
-        shown = {k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record}
+        shown: dict[str, Any] = {
+            k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record
+        }
         run.bar.update(run.task, completed=len(run.train), metrics=_fmt(shown))
     return record
 
