@@ -85,10 +85,10 @@ def check_batch(x: Any, y: Any, what: str, num_classes: int | None = None) -> No
     if y.numel():
         lo_y, hi_y = int(y.min()), int(y.max())
         if lo_y < 0 or (num_classes is not None and hi_y >= num_classes):
-            bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+            bound = f"in [0, {num_classes}) (the model's classes)" if num_classes else ">= 0"
             raise ValueError(
-                f"{what}: labels must be in {bound} (the model's classes), got "
-                f"[{lo_y}, {hi_y}]; check the dataset or the model's num_classes"
+                f"{what}: labels must be {bound}, got [{lo_y}, {hi_y}]; check the dataset or "
+                "the model's num_classes"
             )
 
 
