@@ -73,9 +73,11 @@ def project_hyperplane_box(t: Tensor, w: Tensor, b: Tensor, norm: str) -> Tensor
     Both norms share one structure: moving coordinate i towards the hyperplane changes
     ``w . d`` by ``min(lam * a_i, cap_i)`` with ``cap_i = |w_i| * room_i`` (room to the box
     in the helpful direction) and ``a_i = |w_i|`` (Linf: every coordinate moves by
-    ``min(lam, room_i)``) or ``w_i**2`` (L2: moves by ``min(lam |w_i|, room_i)``). The sum is
-    piecewise linear and non-decreasing in ``lam``, so sorting the breakpoints
-    ``cap_i / a_i`` gives ``lam`` in closed form. When the box makes the hyperplane
+    ``min(lam, room_i)``) or ``w_i**2`` (L2: moves by ``min(lam |w_i|, room_i)``). The sum
+    ``G(lam)`` is piecewise linear, concave and non-decreasing, so Newton's method from
+    ``lam = 0`` climbs monotonically and is exact once it reaches the root's linear piece
+    (two or three steps in practice); rows still short after a few steps are solved
+    exactly by sorting the breakpoints ``cap_i / a_i``. When the box makes the hyperplane
     unreachable, ``d`` goes to the box corner that gets closest.
 
     Args:
@@ -89,25 +91,47 @@ def project_hyperplane_box(t: Tensor, w: Tensor, b: Tensor, norm: str) -> Tensor
     sgn = torch.where(c < 0, -1.0, 1.0).to(t.dtype)
     c = c * sgn
     ws = w * sgn[:, None]  # now w . d must grow by c >= 0: move along sign(ws)
-    room = torch.where(ws > 0, 1.0 - t, t)
     aw = ws.abs()
-    cap = aw * room
+    cap = aw * torch.where(ws > 0, 1.0 - t, t)
     a = aw if norm == "Linf" else aw * aw
+    lam = _newton_lambda(a, cap, c)
+    # a coordinate with w_i = 0 has a_i = cap_i = 0 and sign 0: it does not move
+    return torch.minimum(lam[:, None] * a, cap).div_(aw.clamp_min(1e-30)).mul_(ws.sign())
+
+
+def _newton_lambda(a: Tensor, cap: Tensor, c: Tensor, steps: int = 8) -> Tensor:
+    """The ``lam`` (M,) solving ``sum_i min(lam a_i, cap_i) = c`` (or all capped if none)."""
+    lam = torch.zeros_like(c)
+    tol = 1e-6 * c
+    todo = torch.ones_like(c, dtype=torch.bool)
+    for _ in range(steps):
+        lin = lam[:, None] * a
+        gap = c - torch.minimum(lin, cap).sum(1)
+        slope = (a * (lin < cap)).sum(1)
+        todo = (gap > tol) & (slope > 0)
+        if not bool(todo.any()):
+            return lam
+        lam = torch.where(todo, lam + gap / slope.clamp_min(1e-30), lam)
+    rows = torch.nonzero(todo).squeeze(1)
+    lam[rows] = _sorted_lambda(a[rows], cap[rows], c[rows])
+    return lam
+
+
+def _sorted_lambda(a: Tensor, cap: Tensor, c: Tensor) -> Tensor:
+    """:func:`_newton_lambda` exactly, by sorting the breakpoints ``cap_i / a_i``."""
     brk = torch.where(a > 0, cap / a.clamp_min(1e-30), torch.zeros_like(a))
     brk_s, order = brk.sort(dim=1)
     a_s, cap_s = a.gather(1, order), cap.gather(1, order)
     cap_cum = cap_s.cumsum(1)
     a_tail = a_s.sum(1, keepdim=True) - a_s.cumsum(1)  # sum of a_j over j after k
-    reach = cap_cum + brk_s * a_tail  # value at lam = brk_k: non-decreasing in k
+    reach = cap_cum + brk_s * a_tail  # G at lam = brk_k: non-decreasing in k
     k = (reach < c[:, None]).sum(1, keepdim=True)  # first breakpoint reaching c
-    feasible = k.squeeze(1) < t.shape[1]
-    kk = k.clamp(max=t.shape[1] - 1)
+    feasible = k.squeeze(1) < a.shape[1]
+    kk = k.clamp(max=a.shape[1] - 1)
     cap_before = torch.where(kk > 0, cap_cum.gather(1, (kk - 1).clamp_min(0)), 0.0)
     a_from = a_tail.gather(1, kk) + a_s.gather(1, kk)
     lam = (c[:, None] - cap_before) / a_from.clamp_min(1e-30)
-    lam = torch.where(feasible[:, None], lam, brk_s[:, -1:])
-    move = torch.minimum(lam * a, cap) / aw.clamp_min(1e-30)
-    return torch.where(aw > 0, move * ws.sign(), torch.zeros_like(move))
+    return torch.where(feasible[:, None], lam, brk_s[:, -1:]).squeeze(1)
 
 
 def _jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
