@@ -128,7 +128,8 @@ def test_fab_matches_official(norm: str, data: Data, natural: nn.Module) -> None
     assert _agree(natural, y, ours, ref.perturb(x, y), tol_pp=0.5) >= 99.0
     dist = (ours - x).flatten(1).norm(p=float("inf") if norm == "Linf" else 2, dim=1)
     assert float(dist.max()) <= eps + 1e-5
-    assert float(_robust(natural, ours, y).float().mean()) < 0.5  # it is an attack
+    clean = float(_robust(natural, x, y).float().mean())
+    assert float(_robust(natural, ours, y).float().mean()) < 0.8 * clean  # it is an attack
 
 
 @pytest.mark.slow
