@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -78,13 +79,18 @@ def test_minimal_norms_are_adversarial_and_minimal_in_order(
     assert bool((res.queries[found] > 0).all())
     # a fixed radius below the median norm breaks about half, none beyond eps
     eps = float(res.norms[found].median())
-    fixed = FAB(eps=eps, norm="L2", steps=30)
-    x_adv = fixed(digits_mlp, x, y)
+    out = FAB(eps=eps, norm="L2", steps=30).run(digits_mlp, x, y)
+    x_adv = out.x_adv
     broken = (digits_mlp(x_adv).argmax(1) != y) & (digits_mlp(x).argmax(1) == y)
     assert 0.2 < float(broken.float().mean()) < 0.8
+    assert torch.equal(out.success, digits_mlp(x_adv).argmax(1) != y)
     assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-5
-    unbroken = ~(fixed.last_success if fixed.last_success is not None else broken)
-    assert torch.equal(x_adv[unbroken], x[unbroken])  # AutoAttack: no partial example
+    assert torch.equal(x_adv[~out.success], x[~out.success])  # AutoAttack: no partial example
+    assert bool((out.info["norms"][out.success] <= eps + 1e-6).all())
+    # eps = inf is the minimum-norm mode of the attack API: the same norms as fab()
+    unbounded = FAB(eps=math.inf, norm="L2", steps=30).run(digits_mlp, x, y)
+    torch.testing.assert_close(unbounded.info["norms"], res.norms)
+    assert FAB(eps=math.inf).describe()["eps"] is None
 
 
 def test_minimal_norms_validates_and_accepts_a_callable(

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
 from robustact.attacks.engine import check_float, check_int, target_classes
 from robustact.attacks.threat import canonical_norm
 
@@ -314,18 +314,26 @@ def fab(
 
 @ATTACKS.register("fab")
 class FAB(Attack):
-    """FAB at a fixed radius: a point is fooled when FAB finds one within ``eps``.
+    """FAB: at a fixed radius a point is fooled when FAB finds one within ``eps``;
+    with ``eps=math.inf`` it is the minimum-norm attack (every run on every correct point,
+    keeping the closest misclassified point).
+
+    ``run`` returns the :class:`~robustact.attacks.base.AttackResult` with
+    ``info["norms"]`` (N,): the norm of the closest misclassified point found (0 for
+    points misclassified already, ``inf`` where none was found, also beyond ``eps``).
 
     Args:
-        eps: radius; norm: ``"Linf"`` or ``"L2"``.
+        eps: radius (``math.inf``: minimum-norm mode); norm: ``"Linf"`` or ``"L2"``.
         steps: iterations per run (AutoAttack: 100).
         restarts: runs per target; the first starts at ``x``, later ones at random points.
         targeted: FAB-T over the ``n_target_classes`` most likely wrong classes.
+        n_target_classes: how many target classes FAB-T tries (AutoAttack: 9).
         alpha_max, eta, beta: FAB's step parameters (AutoAttack: 0.1, 1.05, 0.9).
         seed: seed of the random restarts.
     """
 
     name = "fab"
+    unbounded = True
 
     def __init__(
         self,
@@ -354,17 +362,16 @@ class FAB(Attack):
         if not 0 < self.beta < 1:
             raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
 
-    def minimum_norm(self, model: nn.Module, x: Tensor, y: Tensor) -> MinNormResult:
-        """The functional core on validated inputs (eval-mode model)."""
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         clean = self.logits(model, x)
         if self.targeted and clean.shape[1] < 2:
             raise ValueError("FAB-T needs at least 2 classes")
-        return fab(
+        res = fab(
             model,
             x,
             y,
             norm=self.norm,
-            eps=self.eps,
+            eps=None if math.isinf(self.eps) else self.eps,
             steps=self.steps,
             restarts=self.restarts,
             targeted=self.targeted,
@@ -375,25 +382,8 @@ class FAB(Attack):
             generator=self.generator(x.device),
             clean_logits=clean,
         )
-
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        res = self.minimum_norm(model, x, y)
-        self.last_success = res.success
-        return res.x_adv
-
-    def describe(self) -> dict[str, Any]:
-        d = {
-            **super().describe(),
-            "steps": self.steps,
-            "restarts": self.restarts,
-            "targeted": self.targeted,
-            "alpha_max": self.alpha_max,
-            "eta": self.eta,
-            "beta": self.beta,
-        }
-        if self.targeted:
-            d["n_target_classes"] = self.n_target_classes
-        return d
+        norms = torch.where(res.success, res.norms, math.inf)
+        return AttackResult(res.x_adv, res.success, res.queries, {"norms": norms})
 
 
 @ATTACKS.register("fab-t")
