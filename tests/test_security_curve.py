@@ -1,4 +1,5 @@
-"""FAB at a fixed radius and in minimum-norm mode, the security curve, RobustBench entries."""
+"""FAB at a fixed radius and in minimum-norm mode, the security curve, the AutoAttack
+protocols and RobustBench entries."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from robustact.attacks import APGD, FAB, PGD, get_attack
-from robustact.attacks.fab import fab, project_hyperplane_box
+from robustact.attacks import APGD, FAB, PGD
+from robustact.attacks.fab import fab
 from robustact.evaluate import evaluate, get_protocol
 from robustact.evaluate.robustbench import format_eps, robustbench_entry
 from robustact.evaluate.security import curve_from_norms, minimal_norms, security_curve
@@ -108,52 +107,6 @@ def test_minimal_norms_validates_and_accepts_a_callable(
     _, acc = curve_from_norms(norms, [0.4, 0.5, 0.6])
     assert acc.tolist() == [1.0, 0.0, 0.0]  # robust at eps iff the norm exceeds it
     assert digits_mlp.training is False
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    norm=st.sampled_from(["Linf", "L2"]),
-    dim=st.integers(1, 40),
-    scale=st.floats(0.01, 5.0),
-)
-def test_projection_lands_on_the_hyperplane_inside_the_box(
-    seed: int, norm: str, dim: int, scale: float
-) -> None:
-    g = torch.Generator().manual_seed(seed)
-    t = torch.rand(16, dim, generator=g, dtype=torch.float64)
-    w = torch.randn(16, dim, generator=g, dtype=torch.float64)
-    b = (w * torch.rand(16, dim, generator=g, dtype=torch.float64)).sum(1) * scale
-    d = project_hyperplane_box(t, w, b, norm)
-    z = t + d
-    assert float(z.min()) >= -1e-9 and float(z.max()) <= 1 + 1e-9
-    # reachable rows land on the hyperplane; any random feasible point is no closer
-    lo, hi = torch.where(w > 0, -t, 1 - t), torch.where(w > 0, 1 - t, -t)
-    reach = ((w * torch.where(w > 0, hi, lo)).sum(1) >= b - (w * t).sum(1)) & (
-        (w * torch.where(w > 0, lo, hi)).sum(1) <= b - (w * t).sum(1)
-    )
-    resid = ((w * z).sum(1) - b).abs()
-    assert bool((resid[reach] < 1e-7 * (1 + b.abs()[reach])).all())
-    size = d.abs().amax(1) if norm == "Linf" else d.norm(dim=1)
-    for _ in range(20):  # random feasible points: a box point pushed onto the plane
-        u = torch.rand(16, dim, generator=g, dtype=torch.float64)
-        other = project_hyperplane_box(u, w, b, norm) + u - t
-        ok = reach & (((w * (t + other)).sum(1) - b).abs() < 1e-7 * (1 + b.abs()))
-        o_size = other.abs().amax(1) if norm == "Linf" else other.norm(dim=1)
-        assert bool((size[ok] <= o_size[ok] + 1e-9).all())
-
-
-def test_fab_validates_and_registers() -> None:
-    assert isinstance(get_attack("fab-t", eps=0.1), FAB)
-    assert get_attack("fab-t", eps=0.1).targeted
-    with pytest.raises(ValueError, match="beta"):
-        FAB(eps=0.1, beta=1.5)
-    with pytest.raises(ValueError, match="alpha_max"):
-        FAB(eps=0.1, alpha_max=2.0)
-    with pytest.raises(ValueError, match="steps"):
-        FAB(eps=0.1, steps=0)
-    d = FAB(eps=0.1, targeted=True).describe()
-    assert d["n_target_classes"] == 9 and d["eta"] == 1.05
 
 
 def test_autoattack_protocols_are_the_official_lists() -> None:
