@@ -106,7 +106,13 @@ def test_minimal_norms_validates_and_accepts_a_callable(
     norms = minimal_norms(digits_mlp, x, y, attack=lambda m, a, b, n: torch.full((len(b),), 0.5))
     _, acc = curve_from_norms(norms, [0.4, 0.5, 0.6])
     assert acc.tolist() == [1.0, 0.0, 0.0]  # robust at eps iff the norm exceeds it
-    assert digits_mlp.training is False
+    targeted = minimal_norms(digits_mlp, x, y, "L2", attack="fab-t", steps=20, batch_size=3)
+    plain = minimal_norms(digits_mlp, x, y, "L2", attack="fab", steps=20)
+    assert targeted.shape == (8,) and bool(torch.isfinite(targeted).all())
+    assert float(targeted.median()) <= 1.5 * float(plain.median())  # same scale of norms
+    digits_mlp.train()
+    minimal_norms(digits_mlp, x, y, attack=lambda m, a, b, n: torch.ones(len(b)))
+    assert digits_mlp.training  # the model's mode is restored
 
 
 def test_autoattack_protocols_are_the_official_lists() -> None:
@@ -145,3 +151,17 @@ def test_robustbench_entry(digits: Digits, digits_mlp: nn.Module) -> None:
         robustbench_entry(dataclasses.replace(res, protocol="seed"))
     assert format_eps(8 / 255, "Linf") == "8/255" and format_eps(0.3, "Linf") == "0.3"
     assert format_eps(0.5, "L2") == "0.5"
+
+
+def test_autoattack_rand_runs_eot_on_a_noisy_model(digits: Digits, digits_mlp: nn.Module) -> None:
+    class Noise(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x + 0.05 * torch.randn_like(x)
+
+    _, _, xte, yte = digits
+    x, y = xte[:20], yte[:20]
+    noisy = nn.Sequential(Noise(), digits_mlp).eval()
+    res = evaluate(noisy, x, y, protocol="autoattack-rand", eps=0.3, fast=True, seed=0, repeats=1)
+    assert [a.label for a in res.attacks] == ["APGD-CE+EOT", "APGD-DLR+EOT"]
+    assert res.attacks[0].describe["eot"] == 8  # fast: 8 passes per gradient (full: 20)
+    assert res.robust_accuracy < 0.5 * res.clean_accuracy
