@@ -6,10 +6,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
+from torch import Tensor, nn
 
-from robustact.attacks import FAB, get_attack
+from robustact.attacks import FAB, FMN, get_attack
 from robustact.attacks.fab import _jacobian, project_hyperplane_box
+
+Digits = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 @settings(max_examples=20, deadline=None)
@@ -84,3 +86,26 @@ def test_edge_cases(targeted: bool) -> None:
     assert torch.equal(wrong.x_adv, x)
     one = FAB(eps=0.5, steps=10, targeted=targeted).run(net, x[:1], y[:1])
     assert one.success.shape == (1,) and bool(one.success[0])
+
+
+def test_fmn_finds_adversarial_examples_and_validates(
+    digits: Digits, digits_mlp: nn.Module
+) -> None:
+    _, _, xte, yte = digits
+    x, y = xte[:30], yte[:30]
+    for norm in ("Linf", "L2"):
+        out = FMN(norm=norm, steps=50).run(digits_mlp, x, y)
+        assert float(out.success.float().mean()) > 0.9
+        assert torch.equal(out.success, digits_mlp(out.x_adv).argmax(1) != y)
+        dist = (out.x_adv - x).flatten(1)
+        dist = dist.abs().amax(1) if norm == "Linf" else dist.norm(dim=1)
+        torch.testing.assert_close(dist[out.success], out.info["norms"][out.success])
+        eps = float(out.info["norms"][out.success].median())
+        fixed = FMN(eps=eps, norm=norm, steps=50).run(digits_mlp, x, y)
+        assert float(dist.max()) > eps and float(fixed.success.float().mean()) < 0.8
+        d2 = (fixed.x_adv - x).flatten(1)
+        d2 = d2.abs().amax(1) if norm == "Linf" else d2.norm(dim=1)
+        assert float(d2.max()) <= eps + 1e-5
+    with pytest.raises(ValueError, match="gamma"):
+        FMN(gamma_init=0.01, gamma_final=0.1)
+    assert isinstance(get_attack("fmn"), FMN)

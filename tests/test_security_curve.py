@@ -19,10 +19,11 @@ from robustact.evaluate.security import curve_from_norms, minimal_norms, securit
 
 Digits = tuple[Tensor, Tensor, Tensor, Tensor]
 
-# Measured on 150 digits test points (natural 64-64-10 MLP): the one-run FAB curve was at
-# most 1.33 pp (2 points) above APGD-CE + PGD-margin (3 restarts, 50 steps each) at any
-# Linf radius and 0.67 pp in L2; 3 pp allows for that noise, no more.
-CURVE_TOL = 0.03
+# Measured on 150 digits test points (natural 64-64-10 MLP), against APGD-CE + PGD-margin
+# (3 restarts, 50 steps each): the one-run FAB curve was at most 1.33 pp (2 points) above it
+# at any Linf radius and 0.67 pp in L2, so 3 pp; FMN (100 steps) at most 4.0 pp (Linf, in
+# the tail, eps 0.15) and 3.3 pp (L2), so 5 pp. Each allows that noise, no more.
+CURVE_TOL = {"fab": 0.03, "fmn": 0.05}
 GRIDS = {
     "Linf": [0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 1.0],
     "L2": [0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 8.0],
@@ -43,14 +44,15 @@ def _strong_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("attack", ["fab", "fmn"])
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_security_curve_is_a_sound_accuracy_curve(
-    norm: str, digits: Digits, digits_mlp: nn.Module
+    norm: str, attack: str, digits: Digits, digits_mlp: nn.Module
 ) -> None:
     _, _, xte, yte = digits
     x, y = xte[:150], yte[:150]
     grid = GRIDS[norm]
-    eps, acc = security_curve(digits_mlp, x, y, norm, grid)
+    eps, acc = security_curve(digits_mlp, x, y, norm, grid, attack=attack)
     assert eps.tolist() == grid and acc.shape == (len(grid),)
     assert float(acc[0]) == pytest.approx(_acc(digits_mlp, x, y))  # eps 0: clean accuracy
     assert bool((acc[1:] <= acc[:-1]).all())  # never increases
@@ -59,7 +61,7 @@ def test_security_curve_is_a_sound_accuracy_curve(
     for i in (2, 4, 5):
         pgd = _strong_pgd(digits_mlp, x, y, grid[i], norm)
         print(f"{norm} eps {grid[i]}: curve {float(acc[i]):.3f} PGD {pgd:.3f}")
-        assert float(acc[i]) <= pgd + CURVE_TOL
+        assert float(acc[i]) <= pgd + CURVE_TOL[attack]
 
 
 def test_minimal_norms_are_adversarial_and_minimal_in_order(

@@ -1,12 +1,13 @@
 """Security curves: accuracy against perturbation size from one minimum-norm run.
 
 A minimum-norm attack (FAB in its minimum-norm mode, :func:`robustact.attacks.fab.fab`
-with ``eps=None``) finds for each point the smallest perturbation it can that changes the
-prediction. A point is then counted robust at radius ``eps`` exactly when that norm
-exceeds ``eps``, so one run yields the whole accuracy-vs-eps curve (the security curve of
-Biggio & Roli 2018, the accuracy-vs-eps figures of the seeds). The attack only *finds*
-adversarial examples, so each point of the curve is an **upper bound** on the true robust
-accuracy at that eps, as is a fixed-eps attack's number; it is not a certificate.
+with ``eps=None``, or FMN, :func:`robustact.attacks.fmn.fmn`) finds for each point the
+smallest perturbation it can that changes the prediction. A point is then counted robust
+at radius ``eps`` exactly when that norm exceeds ``eps``, so one run yields the whole
+accuracy-vs-eps curve (the security curve of Biggio & Roli 2018, the accuracy-vs-eps
+figures of the seeds). The attack only *finds* adversarial examples, so each point of the
+curve is an **upper bound** on the true robust accuracy at that eps, as is a fixed-eps
+attack's number; it is not a certificate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from robustact.attacks.base import _check_inputs
 from robustact.attacks.fab import fab
+from robustact.attacks.fmn import fmn
 from robustact.attacks.threat import canonical_norm
 
 __all__ = ["minimal_norms", "security_curve"]
@@ -40,6 +42,10 @@ def _fab_norms(
     return run
 
 
+def _fmn_norms(model: nn.Module, x: Tensor, y: Tensor, norm: str, steps: int) -> Tensor:
+    return fmn(model, x, y, norm=norm, steps=steps).norms
+
+
 def minimal_norms(
     model: nn.Module,
     x: Tensor,
@@ -59,8 +65,10 @@ def minimal_norms(
         x: images (N, ...) in [0, 1]; y: labels (N,) int64.
         norm: ``"Linf"`` or ``"L2"``.
         attack: ``"fab"`` (untargeted FAB), ``"fab-t"`` (FAB-T, smallest over the 9 most
-            likely wrong classes) or ``fn(model, x, y, norm) -> norms (n,)``.
-        steps, restarts: FAB's budget per run (restarts start at random points).
+            likely wrong classes), ``"fmn"`` (FMN, Pintor et al. 2021) or
+            ``fn(model, x, y, norm) -> norms (n,)``.
+        steps, restarts: the attack's budget per run (FAB's restarts start at random
+            points; FMN has none).
         batch_size: points per attack call; seed: seed of FAB's random restarts.
 
     Returns:
@@ -70,13 +78,17 @@ def minimal_norms(
     norm = canonical_norm(norm)
     _check_inputs(x, y)
     if isinstance(attack, str):
-        if attack not in ("fab", "fab-t"):
-            raise ValueError(f"unknown minimum-norm attack {attack!r}; use 'fab', 'fab-t' or a fn")
+        if attack not in ("fab", "fab-t", "fmn"):
+            raise ValueError(
+                f"unknown minimum-norm attack {attack!r}; use 'fab', 'fab-t', 'fmn' or a fn"
+            )
         fn: NormFn = _fab_norms(attack == "fab-t", steps, restarts, seed)
+        if attack == "fmn":
+            fn = lambda m, a, b, p: _fmn_norms(m, a, b, p, steps)  # noqa: E731
     elif callable(attack):
         fn = attack
     else:
-        raise TypeError(f"attack must be 'fab', 'fab-t' or a callable, got {attack!r}")
+        raise TypeError(f"attack must be 'fab', 'fab-t', 'fmn' or a callable, got {attack!r}")
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
