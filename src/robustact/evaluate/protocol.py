@@ -23,10 +23,15 @@ A :class:`Protocol` is a name, a threat model (eps, norm) and an ordered tuple o
     AutoAttack-style cascade. DLR needs at least 3 classes and APGD-T at least 4 (as in
     AutoAttack).
 ``autoattack``
-    The standard AutoAttack list: APGD-CE, APGD-T (DLR, 9 targets), FAB-T replaced by
-    PGD-margin with 5 restarts (FAB is not implemented: a documented substitute; a
-    minimum-norm attack finds the same points a strong margin attack finds at a fixed
-    radius in most reported cases), Square 5000; cascade; no BPDA/EOT.
+    AutoAttack's standard version (Croce & Hein 2020, ``version='standard'``): APGD-CE,
+    APGD-T (DLR, 9 targets), FAB-T (9 targets, one 100-step run each from the clean point,
+    alpha_max 0.1, eta 1.05, beta 0.9; a point counts as broken when FAB finds a
+    misclassified point within eps) and Square with 5000 queries and AutoAttack's sampling
+    (``resample=False``); cascade; no BPDA/EOT. Matches the official implementation
+    (``tests/test_autoattack_oracle.py``), so its numbers compare with RobustBench's.
+``autoattack-rand``
+    AutoAttack's version for randomised defences (``version='rand'``): APGD-CE and
+    APGD-DLR, 100 steps, EOT over 20 forward passes per gradient; cascade.
 
 ``fast=True`` cuts steps, restarts, targets, queries and (``adaptive``) EOT passes to 8
 (for tests and quick recipes) and is labelled in every report.
