@@ -135,7 +135,9 @@ def _connect(path: Path, timeout: float, read_only: bool) -> sqlite3.Connection:
     when even that needs a write (a WAL file on read-only media), ``immutable=1``.
     """
     if path.is_dir():
-        raise StoreError(f"results store {path} is a folder; pass a file, e.g. {path / 'results.db'}")
+        raise StoreError(
+            f"results store {path} is a folder; pass a file, e.g. {path / 'results.db'}"
+        )
     exists = path.exists()
     if read_only and not exists:
         raise StoreError(f"no results store at {path}; run robustact run SPEC --store {path} first")
@@ -183,7 +185,7 @@ def _check_tables(conn: sqlite3.Connection, path: Path, *, writing: bool) -> Non
         cols = {r[1] for r in conn.execute("PRAGMA table_info(cells)")}
     except sqlite3.DatabaseError as e:
         raise StoreError(f"cannot read results store {path} ({e})") from None
-    if "cells" in tables and not _CELL_COLUMNS <= cols:
+    if "cells" in tables and not cols >= _CELL_COLUMNS:
         raise StoreError(
             f"{path} has a 'cells' table that is not robustact's (no "
             f"{', '.join(sorted(_CELL_COLUMNS - cols))} column); pass a robustact results store"
