@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,13 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--output-dir", help="checkpoint folder (default: spec's, or beside store)")
     r.add_argument("--data-root", help="dataset folder (default: spec's, or the readers')")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per cell (default 1), the same with any --workers, so the "
+        "numbers do not depend on it",
+    )
     r.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
@@ -148,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    if args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
     device = resolve_device(args.device)
     con = console()
     s = spec_summary(spec, quick=args.quick)
@@ -165,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_spec(
         spec, args.store, workers=args.workers, backend=args.backend, quick=args.quick,
         progress=not args.no_progress, output_dir=args.output_dir, data_root=args.data_root,
-        device=device,
+        device=device, threads=args.threads,
     )  # fmt: skip
     for line in summary.lines():
         con.print(line, soft_wrap=True)
@@ -178,12 +186,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from robustact.report import build_report
 
     db = Path(args.db)
-    if not db.is_file():
+    if not db.exists():
         raise CLIError(f"no results store at {db}; run robustact run SPEC --store {db} first")
-    try:
-        store = ResultStore(db)
-    except sqlite3.DatabaseError as e:
-        raise CLIError(f"{db} is not a results store ({e}); pass the --store of a run") from e
+    # read-only: the report never creates, migrates or writes into its input
+    store = ResultStore(db, read_only=True)
     with store:
         records = store.records(include_extra=True)
         if not records:

@@ -159,6 +159,11 @@ def _connect(path: Path, timeout: float, read_only: bool) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each cell is exactly
         # one transaction and nothing is left open implicitly.
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        try:  # before anything writes: another application's database is left as it was
+            _check_tables(conn, path, writing=True)
+        except StoreError:
+            conn.close()
+            raise
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a committed cell survives even a power cut; the fsync per cell is cheap
@@ -184,6 +189,10 @@ def _check_tables(conn: sqlite3.Connection, path: Path, *, writing: bool) -> Non
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         cols = {r[1] for r in conn.execute("PRAGMA table_info(cells)")}
     except sqlite3.DatabaseError as e:
+        if writing:
+            raise StoreError(
+                f"cannot write results store {path} ({e}); pass a writable file"
+            ) from None
         raise StoreError(f"cannot read results store {path} ({e})") from None
     if "cells" in tables and not cols >= _CELL_COLUMNS:
         raise StoreError(
@@ -262,7 +271,6 @@ class ResultStore:
         self._commit = git_commit()
 
     def _create_schema(self) -> None:
-        _check_tables(self.conn, self.path, writing=True)
         with self._transaction() as c:
             # Statement by statement: executescript() would COMMIT our transaction.
             for stmt in _SCHEMA.split(";"):
