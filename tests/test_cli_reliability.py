@@ -111,7 +111,7 @@ def test_report_on_not_sqlite_and_on_a_folder(
 ) -> None:
     junk = tmp_path / "junk.db"
     junk.write_text("not a database at all\n" * 10)
-    _fails(["report", str(junk), "--out", str(tmp_path / "r")], capsys, "not a SQLite")
+    _fails(["report", str(junk), "--out", str(tmp_path / "r")], capsys, "not a SQLite file")
     _fails(["report", str(tmp_path), "--out", str(tmp_path / "r")], capsys, "is a folder")
     assert junk.read_text() == "not a database at all\n" * 10
 
@@ -219,7 +219,7 @@ def test_run_store_problems_are_one_line(
     _fails([*base, "--store", str(tmp_path)], capsys, "is a folder")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"\x00\x01garbage" * 100)
-    _fails([*base, "--store", str(junk)], capsys, "not a SQLite")
+    _fails([*base, "--store", str(junk)], capsys, "not a SQLite file")
     under_file = junk / "x.db"  # a parent that is a file
     _fails([*base, "--store", str(under_file)], capsys, "cannot create results store")
     _fails([*base, "--store", str(tmp_path / "ok.db"), "--threads", "0"], capsys, "--threads")

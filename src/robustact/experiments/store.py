@@ -122,8 +122,8 @@ def _check_header(path: Path) -> bool:
         raise StoreError(f"cannot read results store {path}: {e.strerror or e}") from None
     if head and head != _SQLITE_HEADER:
         raise StoreError(
-            f"{path} is not a SQLite results store (wrong file header); pass the --store "
-            "of a robustact run, or a new file name"
+            f"{path} is not a results store (not a SQLite file: wrong header); pass the "
+            "--store of a robustact run, or a new file name"
         )
     return not head
 
