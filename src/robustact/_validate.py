@@ -102,6 +102,7 @@ def check_float(
     *,
     min_open: bool = False,
     max_open: bool = False,
+    hint: str = "",
 ) -> float:
     """``value`` as a float when it is a finite real number (not a bool) in range.
 
@@ -111,7 +112,8 @@ def check_float(
     ok = is_number(value) and math.isfinite(float(value))
     if not ok or not _in_range(float(value), minimum, maximum, min_open, max_open):
         rng = describe_range(minimum, maximum, min_open=min_open, max_open=max_open)
-        raise ValueError(f"{name} must be a finite number{rng}, got {value!r}")
+        tail = f"; {hint}" if hint else ""
+        raise ValueError(f"{name} must be a finite number{rng}, got {value!r}{tail}")
     return float(value)
 
 

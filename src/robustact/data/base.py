@@ -170,7 +170,7 @@ def _pixel_images(images: Any, name: str) -> torch.Tensor:
                 "works in float32: pass images.float() (or uint8 0..255)"
             )
         images = as32
-    elif dt != torch.uint8 and not dt.is_floating_point and not dt.is_complex:
+    elif dt not in (torch.uint8, torch.bool) and not dt.is_floating_point and not dt.is_complex:
         if images.numel() and (int(images.min()) < 0 or int(images.max()) > 255):
             raise DatasetError(
                 f"{name}: integer images must hold 0..255 pixel values, got "
