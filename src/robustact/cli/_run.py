@@ -194,6 +194,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         records = store.records(include_extra=True)
         if not records:
             raise CLIError(f"{db} holds no finished cells; run the experiment first")
+        _check_present(records, "metric", [args.metric], "--metric")
+        _check_present(records, "protocol", args.protocol or [], "--protocol")
         # default: build_report labels each method by the config keys that vary between
         # cells (report.build.with_method_labels), e.g. "srelu(max_value=0.1) + natural"
         mkey: tuple[str, ...] | None = tuple(args.method_key) if args.method_key else None
@@ -206,6 +208,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     for kind, path in written.items():
         con.print(f"{kind:>14}: {path}", soft_wrap=True)
     return 0
+
+
+def _check_present(records: list[dict[str, Any]], key: str, wanted: list[str], option: str) -> None:
+    """Refuses a --metric/--protocol the store does not hold (else the report is empty)."""
+    present = sorted({str(r.get(key)) for r in records})
+    missing = [w for w in wanted if w not in present]
+    if missing:
+        raise CLIError(
+            f"{option} {' '.join(missing)}: not in the store; it holds {', '.join(present)}"
+        )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
