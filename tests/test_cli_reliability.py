@@ -278,3 +278,13 @@ def test_diverging_training_is_a_user_error(
     argv = ["train", "--out", str(tmp_path / "o"), "--lr", "1e30", "--epochs", "1",
             "--model-arg", "hidden=[8]", "--no-progress", "--quick"]  # fmt: skip
     _fails(argv, capsys, "training loss became", "lr")
+
+
+def test_report_refuses_a_metric_or_protocol_the_store_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = _store(tmp_path / "r.db")
+    rep = ["report", str(db), "--out", str(tmp_path / "rep")]
+    _fails([*rep, "--metric", "acuracy"], capsys, "--metric acuracy", "holds accuracy")
+    _fails([*rep, "--protocol", "seed", "sead"], capsys, "--protocol sead", "holds seed")
+    assert not (tmp_path / "rep").exists()

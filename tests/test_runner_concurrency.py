@@ -174,3 +174,24 @@ def test_expired_heartbeat_is_stale_and_heartbeat_keeps_a_claim_alive(tmp_path: 
         other.kill()
         other.wait()
     assert not pid_alive(other.pid)
+
+
+def test_a_store_written_before_claims_had_owners_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with ResultStore(db) as store:
+        store.put_cell({"cell": 1}, [("p", "a", "accuracy", 0.5)])
+        store.claim({"cell": 2}, owner="dead-run")
+    con = sqlite3.connect(db)  # drop the claim columns, as the first schema had none
+    for col in ("owner_pid", "owner_host", "heartbeat"):
+        con.execute(f"ALTER TABLE cells DROP COLUMN {col}")
+    con.commit()
+    con.close()
+    with ResultStore(db, read_only=True) as store:  # reading needs no migration
+        assert len(store) == 1
+    with ResultStore(db) as store:
+        assert store.claim_state({"cell": 2}) == ("stale", None)  # no heartbeat: stale
+        assert store.claim({"cell": 2}, owner="new-run")
+        assert store.claim_state({"cell": 2}) == ("live", None)
+        assert store.metrics(cell_id({"cell": 1}))[0].value == 0.5
