@@ -283,11 +283,12 @@ def eval_data(args: argparse.Namespace, meta: dict[str, Any], device: str) -> tu
 
 def check_eps(eps: float, option: str = "--eps") -> float:
     """A finite eps >= 0."""
-    import math
+    from robustact._validate import check_float
 
-    if not (math.isfinite(eps) and eps >= 0):
-        raise CLIError(f"{option} must be a finite number >= 0, got {eps}")
-    return eps
+    try:
+        return check_float(option, eps, 0.0)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def fail(message: str) -> NoReturn:
