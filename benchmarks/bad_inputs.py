@@ -36,12 +36,28 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
+from robustact import _validate as V
+from robustact.attacks import get_attack
 from robustact.cli import main
+from robustact.data import ImageDataset, load_dataset, train_val_split
+from robustact.data.idx import read_idx
+from robustact.data.splits import BatchLoader
+from robustact.experiments import ResultStore, load_spec, parse_spec, run_spec
+from robustact.experiments.cell import load_cell_model
+from robustact.models import create_model
+from robustact.report import build_report
+from robustact.stats import compare_methods, friedman, mcnemar, nemenyi_q, wilson_interval
+from robustact.surgery import replace_activations
+from robustact.train import TrainConfig, fit, get_objective, load_checkpoint
+
+Case = tuple[str, Callable[[], Any]]
+CliCase = tuple[str, list[str]]
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -163,22 +179,26 @@ def _files(d: Path) -> dict[str, Path]:
     return f
 
 
-def cli_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, list[str]]]:
-    out = str(d / "o")
-    text, folder = str(f["text"]), str(f["folder"])
-    under = str(f["text"] / "x")
+def _paths(d: Path, f: dict[str, Path]) -> SimpleNamespace:
+    """Output folder, a text file, a folder and a path under a file, as strings."""
+    return SimpleNamespace(out=str(d / "o"), text=str(f["text"]), folder=str(f["folder"]),
+                           under=str(f["text"] / "x"))  # fmt: skip
+
+
+def _cli_argparse_level(d: Path, ck: Path, f: dict[str, Path]) -> list[CliCase]:
+    p = _paths(d, f)
     c: list[tuple[str, list[str]]] = []
     add = c.append
-    # argparse level
     for argv in ([], ["nosuch"], ["--nosuch"], ["train"], ["attack"], ["evaluate"],
                  ["diagnose"], ["run"], ["report"], ["list"], ["list", "nosuch"],
-                 ["train", "--out"], ["train", "--out", out, "--epochs", "x"],
-                 ["train", "--out", out, "--lr", "fast"], ["train", "--out", out, "--seed", "1.5"],
-                 ["train", "--out", out, "--batch-size", "many"],
-                 ["train", "--out", out, "--insert", "middle"],
-                 ["train", "--out", out, "--where", "act1", "--insert", "before_output"],
-                 ["train", "--out", out, "--preset", "nosuch"],
-                 ["train", "--out", out, "--val-fraction", "half"],
+                 ["train", "--out"], ["train", "--out", p.out, "--epochs", "x"],
+                 ["train", "--out", p.out, "--lr", "fast"],
+                 ["train", "--out", p.out, "--seed", "1.5"],
+                 ["train", "--out", p.out, "--batch-size", "many"],
+                 ["train", "--out", p.out, "--insert", "middle"],
+                 ["train", "--out", p.out, "--where", "act1", "--insert", "before_output"],
+                 ["train", "--out", p.out, "--preset", "nosuch"],
+                 ["train", "--out", p.out, "--val-fraction", "half"],
                  ["attack", str(ck)], ["attack", str(ck), "--eps", "x"],
                  ["evaluate", str(ck)], ["evaluate", str(ck), "--eps"],
                  ["evaluate", str(ck), "--eps", "0.1", "--n", "1.5"],
@@ -188,9 +208,15 @@ def cli_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, list[str
                  ["report", str(f["empty"]), "--formats", "pdf"],
                  ["demo", "--seed", "x"], ["demo", "--workers", "x"]):  # fmt: skip
         add(("argparse", list(argv)))
-    # train
-    t = ["train", "--out", out, "--quick", "--no-progress", "--model-arg", "hidden=[8]"]
-    for extra in (["--dataset", "nosuch"], ["--dataset", "mnist", "--data-root", folder],
+    return c
+
+
+def _cli_train(d: Path, ck: Path, f: dict[str, Path]) -> list[CliCase]:
+    p = _paths(d, f)
+    c: list[tuple[str, list[str]]] = []
+    add = c.append
+    t = ["train", "--out", p.out, "--quick", "--no-progress", "--model-arg", "hidden=[8]"]
+    for extra in (["--dataset", "nosuch"], ["--dataset", "mnist", "--data-root", p.folder],
                   ["--model", "nosuch"], ["--model-arg", "hiden=[8]"], ["--model-arg", "nokey"],
                   ["--model-arg", "hidden=[0]"], ["--model-arg", "hidden=abc"],
                   ["--activation", "nosuch"],
@@ -214,92 +240,104 @@ def cli_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, list[str
                   ["--dataset-arg", "size=0"], ["--dataset-arg", "nosuch=1"],
                   ["--dataset-arg", "size=abc"]):  # fmt: skip
         add(("train", [*t, *extra]))
-    add(("train", ["train", "--out", text, "--quick"]))
-    add(("train", ["train", "--out", under, "--quick"]))
+    add(("train", ["train", "--out", p.text, "--quick"]))
+    add(("train", ["train", "--out", p.under, "--quick"]))
     add(("train", ["train", "--out", str(ck.parent), "--quick"]))  # holds a run, no --resume
-    # attack / evaluate / diagnose
+    return c
+
+
+def _cli_attack_evaluate_diagnose(d: Path, ck: Path, f: dict[str, Path]) -> list[CliCase]:
+    p = _paths(d, f)
+    c: list[tuple[str, list[str]]] = []
+    add = c.append
     a = ["attack", str(ck), "--eps", "0.1", "--n", "20"]
     for extra in (["--attack", "nosuch"], ["--norm", "L3"], ["--eps", "-1"], ["--eps", "nan"],
                   ["--eps", "inf"], ["--eot", "0"], ["--batch-size", "0"], ["--n", "0"],
                   ["--n", "-5"], ["--split", "nosuch"], ["--dataset", "nosuch"],
-                  ["--dataset", "mnist", "--data-root", folder],
+                  ["--dataset", "mnist", "--data-root", p.folder],
                   ["--dataset", "digits", "--dataset-arg", "size=16"],
                   ["--attack-arg", "steps=0"], ["--attack-arg", "nosuch=1"],
                   ["--attack-arg", "steps=abc"], ["--attack-arg", "novalue"],
-                  ["--json", folder], ["--json", under], ["--out", folder],
+                  ["--json", p.folder], ["--json", p.under], ["--out", p.folder],
                   ["--device", "meta"], ["--n", "abc"]):  # fmt: skip
         add(("attack", [*a, *extra]))
-    for bad in (str(d / "missing"), folder, str(f["ckpt_junk"]), str(f["ckpt_sidecar"]),
-                str(f["ckpt_nosidecar"]), text):  # fmt: skip
+    for bad in (str(d / "missing"), p.folder, str(f["ckpt_junk"]), str(f["ckpt_sidecar"]),
+                str(f["ckpt_nosidecar"]), p.text):  # fmt: skip
         add(("checkpoint", ["attack", bad, "--eps", "0.1"]))
         add(("checkpoint", ["evaluate", bad, "--eps", "0.1"]))
-        add(("checkpoint", ["diagnose", bad, "--eps", "0.1", "--out", out]))
+        add(("checkpoint", ["diagnose", bad, "--eps", "0.1", "--out", p.out]))
     e = ["evaluate", str(ck), "--n", "20", "--fast"]
     for extra in (["--eps", "-0.1"], ["--eps", "nan"], ["--eps", "0.1", "--protocol", "nosuch"],
                   ["--eps", "0.1", "--norm", "linfinity"], ["--eps", "0.1", "--n", "0"],
                   ["--eps", "0.1", "--batch-size", "0"], ["--eps", "0.1", "--masking-n", "0"],
-                  ["--eps", "0.1", "--json", folder], ["--eps", "0.1", "--json", under],
+                  ["--eps", "0.1", "--json", p.folder], ["--eps", "0.1", "--json", p.under],
                   ["--eps", "0.1", "--split", "validation"],
                   ["--eps", "0.1", "--dataset", "nosuch"], ["--eps", "0.1", "--device", "meta"],
                   ["--eps", "0.1", "--dataset-arg", "x"]):  # fmt: skip
         add(("evaluate", [*e, *extra]))
     g = ["diagnose", str(ck), "--n", "20", "--fast"]
-    for extra in (["--eps", "-1", "--out", out], ["--eps", "0.1", "--out", text],
-                  ["--eps", "0.1", "--out", under],
-                  ["--eps", "0.1", "--out", out, "--zg-steps", "0"],
-                  ["--eps", "0.1", "--out", out, "--zg-step-size", "-1"],
-                  ["--eps", "0.1", "--out", out, "--norm", "l7"],
-                  ["--eps", "0.1", "--out", out, "--n", "0"],
-                  ["--eps", "0.1", "--out", out, "--device", "meta"]):  # fmt: skip
+    for extra in (["--eps", "-1", "--out", p.out], ["--eps", "0.1", "--out", p.text],
+                  ["--eps", "0.1", "--out", p.under],
+                  ["--eps", "0.1", "--out", p.out, "--zg-steps", "0"],
+                  ["--eps", "0.1", "--out", p.out, "--zg-step-size", "-1"],
+                  ["--eps", "0.1", "--out", p.out, "--norm", "l7"],
+                  ["--eps", "0.1", "--out", p.out, "--n", "0"],
+                  ["--eps", "0.1", "--out", p.out, "--device", "meta"]):  # fmt: skip
         add(("diagnose", [*g, *extra]))
-    # run
+    return c
+
+
+def _cli_run(d: Path, ck: Path, f: dict[str, Path]) -> list[CliCase]:
+    p = _paths(d, f)
+    c: list[tuple[str, list[str]]] = []
+    add = c.append
     r = ["run", "--no-progress", "--store", str(d / "s.db"), "--output-dir", str(d / "ck")]
     for name in sorted(k for k in f if k.startswith("spec_")):
         add(("run spec", ["run", str(f[name]), "--dry-run"]))
-    for extra in ([str(d / "missing.yaml")], ["nosuch_recipe"], [folder],
+    for extra in ([str(d / "missing.yaml")], ["nosuch_recipe"], [p.folder],
                   [str(f["spec"]), "--workers", "0"], [str(f["spec"]), "--workers", "-2"],
                   [str(f["spec"]), "--threads", "0"], [str(f["spec"]), "--device", "meta"],
                   [str(f["spec"]), "--device", "cuda:3"]):  # fmt: skip
         add(("run", [*r, *extra]))
     s = ["run", str(f["spec"]), "--no-progress", "--output-dir", str(d / "ck2")]
-    for store in (folder, str(f["junk_db"]), str(f["foreign"]), str(f["foreign_cells"]), text,
-                  under):  # fmt: skip
+    for store in (p.folder, str(f["junk_db"]), str(f["foreign"]), str(f["foreign_cells"]), p.text,
+                  p.under):  # fmt: skip
         add(("run store", [*s, "--store", store]))
-    add(("run", ["run", str(f["spec"]), "--store", str(d / "s2.db"), "--output-dir", text]))
-    add(("run", ["run", str(f["spec"]), "--store", str(d / "s2.db"), "--output-dir", under]))
-    # report
+    add(("run", ["run", str(f["spec"]), "--store", str(d / "s2.db"), "--output-dir", p.text]))
+    add(("run", ["run", str(f["spec"]), "--store", str(d / "s2.db"), "--output-dir", p.under]))
+    return c
+
+
+def _cli_report(d: Path, ck: Path, f: dict[str, Path]) -> list[CliCase]:
+    p = _paths(d, f)
+    c: list[tuple[str, list[str]]] = []
+    add = c.append
     for db in (str(d / "missing.db"), str(f["empty"]), str(f["junk_db"]), str(f["foreign"]),
-               str(f["foreign_cells"]), folder, text, under):  # fmt: skip
+               str(f["foreign_cells"]), p.folder, p.text, p.under):  # fmt: skip
         add(("report", ["report", db, "--out", str(d / "rep")]))
-    add(("report", ["report", str(d / "good.db"), "--out", text]))
-    add(("report", ["report", str(d / "good.db"), "--out", under]))
+    add(("report", ["report", str(d / "good.db"), "--out", p.text]))
+    add(("report", ["report", str(d / "good.db"), "--out", p.under]))
     add(("report", ["report", str(d / "good.db"), "--out", str(d / "rep"), "--metric", "nosuch"]))
     add(("report", ["report", str(d / "good.db"), "--out", str(d / "rep"), "--protocol", "nosuch"]))
     add(("report", ["report", str(d / "good.db"), "--out", str(d / "rep"),
                     "--method-key", "cfg.nosuch"]))  # fmt: skip
     add(("demo", ["demo", "--device", "meta"]))
-    add(("demo", ["demo", "--out", text]))
+    add(("demo", ["demo", "--out", p.text]))
     add(("demo", ["demo", "--workers", "0", "--out", str(d / "demo")]))
     return c
+
+
+def cli_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, list[str]]]:
+    """About 190 bad command lines, by command."""
+    groups = (_cli_argparse_level, _cli_train, _cli_attack_evaluate_diagnose, _cli_run, _cli_report)
+    return [case for group in groups for case in group(d, ck, f)]
 
 
 # --------------------------------------------------------------------------- API
 
 
-def api_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, Callable[[], Any]]]:
-    from robustact import _validate as V
-    from robustact.attacks import get_attack
-    from robustact.data import ImageDataset, load_dataset, train_val_split
-    from robustact.data.idx import read_idx
-    from robustact.data.splits import BatchLoader
-    from robustact.experiments import ResultStore, load_spec, parse_spec, run_spec
-    from robustact.experiments.cell import load_cell_model
-    from robustact.models import create_model
-    from robustact.report import build_report
-    from robustact.stats import compare_methods, friedman, mcnemar, nemenyi_q, wilson_interval
-    from robustact.surgery import replace_activations
-    from robustact.train import TrainConfig, fit, get_objective, load_checkpoint
-
+def _api_context(d: Path, ck: Path, f: dict[str, Path]) -> SimpleNamespace:
+    """The model, tensors, spec and files the API cases use."""
     model = load_cell_model(ck)[0]
     x = torch.rand(4, 1, 8, 8)
     y = torch.tensor([0, 1, 2, 3])
@@ -322,89 +360,128 @@ def api_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, Callable
     idx_over.write_bytes(bytes([0, 0, 8, 3]) + (b"\xff\xff\xff\xff" * 3))
     idx_trunc = d / "trunc-idx1-ubyte"
     idx_trunc.write_bytes(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + b"\x00" * 5)
-    cases: list[tuple[str, Callable[[], Any]]] = [
-        # store
-        ("ResultStore(folder)", lambda: ResultStore(f["folder"])),
-        ("ResultStore(junk)", lambda: ResultStore(f["junk_db"])),
-        ("ResultStore(foreign)", lambda: ResultStore(f["foreign"])),
-        ("ResultStore(foreign cells)", lambda: ResultStore(f["foreign_cells"])),
-        ("ResultStore(under a file)", lambda: ResultStore(f["text"] / "x.db")),
-        ("ResultStore(text)", lambda: ResultStore(f["text"])),
-        ("ResultStore(ro, missing)", lambda: ResultStore(d / "nope.db", read_only=True)),
-        ("ResultStore(ro, empty)", lambda: ResultStore(f["empty"], read_only=True)),
-        ("ResultStore(ro, foreign)", lambda: ResultStore(f["foreign"], read_only=True)),
-        ("ResultStore(timeout=0)", lambda: ResultStore(d / "t.db", timeout=0)),
-        ("ResultStore(stale_after=-1)", lambda: ResultStore(d / "t.db", stale_after=-1)),
+    return SimpleNamespace(
+        model=model,
+        x=x,
+        y=y,
+        nan_x=nan_x,
+        pgd=pgd,
+        s=s,
+        good=good,
+        spec=spec,
+        idx_over=idx_over,
+        idx_trunc=idx_trunc,
+        d=d,
+        f=f,
+        ck=ck,
+    )
+
+
+def _api_store(c: SimpleNamespace) -> list[Case]:
+    return [
+        ("ResultStore(folder)", lambda: ResultStore(c.f["folder"])),
+        ("ResultStore(junk)", lambda: ResultStore(c.f["junk_db"])),
+        ("ResultStore(foreign)", lambda: ResultStore(c.f["foreign"])),
+        ("ResultStore(foreign cells)", lambda: ResultStore(c.f["foreign_cells"])),
+        ("ResultStore(under a file)", lambda: ResultStore(c.f["text"] / "x.db")),
+        ("ResultStore(text)", lambda: ResultStore(c.f["text"])),
+        ("ResultStore(ro, missing)", lambda: ResultStore(c.d / "nope.db", read_only=True)),
+        ("ResultStore(ro, empty)", lambda: ResultStore(c.f["empty"], read_only=True)),
+        ("ResultStore(ro, foreign)", lambda: ResultStore(c.f["foreign"], read_only=True)),
+        ("ResultStore(timeout=0)", lambda: ResultStore(c.d / "t.db", timeout=0)),
+        ("ResultStore(stale_after=-1)", lambda: ResultStore(c.d / "t.db", stale_after=-1)),
         (
             "put_cell(nan metric)",
-            lambda: ResultStore(d / "p.db").put_cell(s, [("a", "b", "c", math.nan)]),
+            lambda: ResultStore(c.d / "p.db").put_cell(c.s, [("a", "b", "c", math.nan)]),
         ),
-        ("put_cell(bad row)", lambda: ResultStore(d / "p.db").put_cell(s, [("a",)])),
-        ("put_cell(config set)", lambda: ResultStore(d / "p.db").put_cell({"a": {1, 2}}, [])),
-        ("cells(status=bad)", lambda: ResultStore(d / "p.db").cells("nosuch")),
-        ("ro store write", lambda: ResultStore(d / "p.db", read_only=True).put_cell(s, [])),
-        # runner
-        ("run_spec(workers=0)", lambda: run_spec(parse_spec(good), d / "r.db", workers=0)),
-        ("run_spec(workers=True)", lambda: run_spec(parse_spec(good), d / "r.db", workers=True)),
-        ("run_spec(threads=0)", lambda: run_spec(parse_spec(good), d / "r.db", threads=0)),
-        ("run_spec(backend)", lambda: run_spec(parse_spec(good), d / "r.db", backend="dask")),
-        ("run_spec(poll=0)", lambda: run_spec(parse_spec(good), d / "r.db", poll=0)),
+        ("put_cell(bad row)", lambda: ResultStore(c.d / "p.db").put_cell(c.s, [("a",)])),
+        ("put_cell(config set)", lambda: ResultStore(c.d / "p.db").put_cell({"a": {1, 2}}, [])),
+        ("cells(status=bad)", lambda: ResultStore(c.d / "p.db").cells("nosuch")),
+        ("ro store write", lambda: ResultStore(c.d / "p.db", read_only=True).put_cell(c.s, [])),
+    ]
+
+
+def _api_runner(c: SimpleNamespace) -> list[Case]:
+    return [
+        ("run_spec(workers=0)", lambda: run_spec(parse_spec(c.good), c.d / "r.db", workers=0)),
+        (
+            "run_spec(workers=True)",
+            lambda: run_spec(parse_spec(c.good), c.d / "r.db", workers=True),
+        ),
+        ("run_spec(threads=0)", lambda: run_spec(parse_spec(c.good), c.d / "r.db", threads=0)),
+        ("run_spec(backend)", lambda: run_spec(parse_spec(c.good), c.d / "r.db", backend="dask")),
+        ("run_spec(poll=0)", lambda: run_spec(parse_spec(c.good), c.d / "r.db", poll=0)),
         (
             "run_spec(output under file)",
-            lambda: run_spec(parse_spec(good), d / "r.db", output_dir=f["text"] / "x"),
+            lambda: run_spec(parse_spec(c.good), c.d / "r.db", output_dir=c.f["text"] / "x"),
         ),
-        ("run_spec(store folder)", lambda: run_spec(parse_spec(good), f["folder"])),
-        ("run_spec(missing spec)", lambda: run_spec(d / "nope.yaml", d / "r.db")),
-        # specs
-        ("load_spec(binary)", lambda: load_spec(f["spec_binary"])),
-        ("load_spec(empty)", lambda: load_spec(f["spec_empty"])),
-        ("load_spec(python tag)", lambda: load_spec(f["spec_python_tag"])),
-        ("load_spec(bad yaml)", lambda: load_spec(f["spec_bad_yaml"])),
-        ("load_spec(folder)", lambda: load_spec(f["folder"])),
+        ("run_spec(store folder)", lambda: run_spec(parse_spec(c.good), c.f["folder"])),
+        ("run_spec(missing spec)", lambda: run_spec(c.d / "nope.yaml", c.d / "r.db")),
+    ]
+
+
+def _api_specs(c: SimpleNamespace) -> list[Case]:
+    return [
+        ("load_spec(binary)", lambda: load_spec(c.f["spec_binary"])),
+        ("load_spec(empty)", lambda: load_spec(c.f["spec_empty"])),
+        ("load_spec(python tag)", lambda: load_spec(c.f["spec_python_tag"])),
+        ("load_spec(bad yaml)", lambda: load_spec(c.f["spec_bad_yaml"])),
+        ("load_spec(folder)", lambda: load_spec(c.f["folder"])),
         ("parse_spec(list)", lambda: parse_spec([1, 2])),  # type: ignore[arg-type]
-        ("parse_spec(unknown model)", lambda: parse_spec(spec(grid__models=["x"]))),
-        ("parse_spec(seeds str)", lambda: parse_spec(spec(grid__seeds="abc"))),
-        ("parse_spec(eps nan)", lambda: parse_spec(spec(evaluation__eps=[math.nan]))),
-        ("parse_spec(eps neg)", lambda: parse_spec(spec(evaluation__eps=[-1]))),
-        ("parse_spec(empty grid)", lambda: parse_spec(spec(grid__activations=[]))),
-        # data
-        ("ImageDataset(NaN)", lambda: ImageDataset(nan_x, y, list("0123"), "t")),
-        ("ImageDataset(0..255 floats)", lambda: ImageDataset(x * 255, y, list("0123"), "t")),
-        ("ImageDataset(negative)", lambda: ImageDataset(x - 1, y, list("0123"), "t")),
-        ("ImageDataset(frac labels)", lambda: ImageDataset(x, y + 0.5, list("0123"), "t")),
-        ("ImageDataset(labels >= classes)", lambda: ImageDataset(x, y + 5, list("0123"), "t")),
-        ("ImageDataset(labels count)", lambda: ImageDataset(x, y[:2], list("0123"), "t")),
-        ("ImageDataset(3-D)", lambda: ImageDataset(x[:, 0], y, list("0123"), "t")),
-        ("ImageDataset(float64 lossy)", lambda: ImageDataset(x.double() / 3, y, list("0123"), "t")),
-        ("ImageDataset(int 300)", lambda: ImageDataset((x * 300).int(), y, list("0123"), "t")),
-        ("ImageDataset(bool)", lambda: ImageDataset(x > 0.5, y, list("0123"), "t")),
-        ("ImageDataset(list)", lambda: ImageDataset([[1]], y, list("0123"), "t")),  # type: ignore[arg-type]
-        ("ImageDataset(no classes)", lambda: ImageDataset(x, y, [], "t")),
-        ("ImageDataset(complex labels)", lambda: ImageDataset(x, y * 1j, list("0123"), "t")),
+        ("parse_spec(unknown model)", lambda: parse_spec(c.spec(grid__models=["x"]))),
+        ("parse_spec(seeds str)", lambda: parse_spec(c.spec(grid__seeds="abc"))),
+        ("parse_spec(eps nan)", lambda: parse_spec(c.spec(evaluation__eps=[math.nan]))),
+        ("parse_spec(eps neg)", lambda: parse_spec(c.spec(evaluation__eps=[-1]))),
+        ("parse_spec(empty grid)", lambda: parse_spec(c.spec(grid__activations=[]))),
+    ]
+
+
+def _api_data(c: SimpleNamespace) -> list[Case]:
+    return [
+        ("ImageDataset(NaN)", lambda: ImageDataset(c.nan_x, c.y, list("0123"), "t")),
+        ("ImageDataset(0..255 floats)", lambda: ImageDataset(c.x * 255, c.y, list("0123"), "t")),
+        ("ImageDataset(negative)", lambda: ImageDataset(c.x - 1, c.y, list("0123"), "t")),
+        ("ImageDataset(frac labels)", lambda: ImageDataset(c.x, c.y + 0.5, list("0123"), "t")),
+        ("ImageDataset(labels >= classes)", lambda: ImageDataset(c.x, c.y + 5, list("0123"), "t")),
+        ("ImageDataset(labels count)", lambda: ImageDataset(c.x, c.y[:2], list("0123"), "t")),
+        ("ImageDataset(3-D)", lambda: ImageDataset(c.x[:, 0], c.y, list("0123"), "t")),
+        (
+            "ImageDataset(float64 lossy)",
+            lambda: ImageDataset(c.x.double() / 3, c.y, list("0123"), "t"),
+        ),
+        ("ImageDataset(int 300)", lambda: ImageDataset((c.x * 300).int(), c.y, list("0123"), "t")),
+        ("ImageDataset(bool)", lambda: ImageDataset(c.x > 0.5, c.y, list("0123"), "t")),
+        ("ImageDataset(list)", lambda: ImageDataset([[1]], c.y, list("0123"), "t")),  # type: ignore[arg-type]
+        ("ImageDataset(no classes)", lambda: ImageDataset(c.x, c.y, [], "t")),
+        ("ImageDataset(complex labels)", lambda: ImageDataset(c.x, c.y * 1j, list("0123"), "t")),
         ("load_dataset(unknown)", lambda: load_dataset("nosuch")),
-        ("load_dataset(mnist, empty root)", lambda: load_dataset("mnist", root=f["folder"])),
+        ("load_dataset(mnist, empty root)", lambda: load_dataset("mnist", root=c.f["folder"])),
         ("load_dataset(split)", lambda: load_dataset("digits", split="validation")),
         ("load_dataset(size=0)", lambda: load_dataset("digits", size=0)),
         ("load_dataset(size=True)", lambda: load_dataset("digits", size=True)),
         ("load_dataset(kwarg)", lambda: load_dataset("digits", nosuch=1)),
-        ("read_idx(overflow)", lambda: read_idx(idx_over)),
-        ("read_idx(truncated)", lambda: read_idx(idx_trunc)),
-        ("read_idx(text)", lambda: read_idx(f["text"])),
-        ("read_idx(missing)", lambda: read_idx(d / "missing-idx")),
+        ("read_idx(overflow)", lambda: read_idx(c.idx_over)),
+        ("read_idx(truncated)", lambda: read_idx(c.idx_trunc)),
+        ("read_idx(text)", lambda: read_idx(c.f["text"])),
+        ("read_idx(missing)", lambda: read_idx(c.d / "missing-idx")),
         ("train_val_split(0)", lambda: train_val_split(load_dataset("digits"), 0.0)),
         ("train_val_split(nan)", lambda: train_val_split(load_dataset("digits"), math.nan)),
-        ("train_val_split(tensor)", lambda: train_val_split(x, 0.2)),  # type: ignore[arg-type]
+        ("train_val_split(tensor)", lambda: train_val_split(c.x, 0.2)),  # type: ignore[arg-type]
         ("BatchLoader(batch 0)", lambda: BatchLoader(load_dataset("digits"), 0)),
         ("BatchLoader(batch True)", lambda: BatchLoader(load_dataset("digits"), True)),
-        # attacks
-        ("attack(NaN x)", lambda: pgd(model, nan_x, y)),
-        ("attack(0..255 x)", lambda: pgd(model, x * 255, y)),
-        ("attack(float y)", lambda: pgd(model, x, y.float())),
-        ("attack(y too long)", lambda: pgd(model, x, torch.tensor([0, 1, 2, 3, 4]))),
-        ("attack(y >= classes)", lambda: pgd(model, x, y + 20)),
-        ("attack(float64 x)", lambda: pgd(model, x.double(), y)),
-        ("attack(numpy x)", lambda: pgd(model, x.numpy(), y)),  # type: ignore[arg-type]
-        ("attack(unbatched)", lambda: pgd(model, x[0, 0, 0], y[:1])),
+    ]
+
+
+def _api_attacks(c: SimpleNamespace) -> list[Case]:
+    return [
+        ("attack(NaN x)", lambda: c.pgd(c.model, c.nan_x, c.y)),
+        ("attack(0..255 x)", lambda: c.pgd(c.model, c.x * 255, c.y)),
+        ("attack(float y)", lambda: c.pgd(c.model, c.x, c.y.float())),
+        ("attack(y too long)", lambda: c.pgd(c.model, c.x, torch.tensor([0, 1, 2, 3, 4]))),
+        ("attack(y >= classes)", lambda: c.pgd(c.model, c.x, c.y + 20)),
+        ("attack(float64 x)", lambda: c.pgd(c.model, c.x.double(), c.y)),
+        ("attack(numpy x)", lambda: c.pgd(c.model, c.x.numpy(), c.y)),  # type: ignore[arg-type]
+        ("attack(unbatched)", lambda: c.pgd(c.model, c.x[0, 0, 0], c.y[:1])),
         ("get_attack(unknown)", lambda: get_attack("nosuch")),
         ("get_attack(eps -1)", lambda: get_attack("pgd", eps=-1)),
         ("get_attack(eps nan)", lambda: get_attack("pgd", eps=math.nan)),
@@ -412,33 +489,41 @@ def api_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, Callable
         ("get_attack(steps True)", lambda: get_attack("pgd", eps=0.1, steps=True)),
         ("get_attack(norm)", lambda: get_attack("pgd", eps=0.1, norm="L7")),
         ("get_attack(kwarg)", lambda: get_attack("pgd", eps=0.1, nosuch=1)),
-        # training
+    ]
+
+
+def _api_training(c: SimpleNamespace) -> list[Case]:
+    return [
         (
             "fit(0..255)",
-            lambda: fit(model, get_objective("natural"), (x * 255, y), TrainConfig(epochs=1)),
+            lambda: fit(c.model, get_objective("natural"), (c.x * 255, c.y), TrainConfig(epochs=1)),
         ),
         (
             "fit(NaN)",
-            lambda: fit(model, get_objective("natural"), (nan_x, y), TrainConfig(epochs=1)),
+            lambda: fit(c.model, get_objective("natural"), (c.nan_x, c.y), TrainConfig(epochs=1)),
         ),
         (
             "fit(labels >= classes)",
-            lambda: fit(model, get_objective("natural"), (x, y + 20), TrainConfig(epochs=1)),
+            lambda: fit(c.model, get_objective("natural"), (c.x, c.y + 20), TrainConfig(epochs=1)),
         ),
         (
             "fit(float labels)",
-            lambda: fit(model, get_objective("natural"), (x, y.float()), TrainConfig(epochs=1)),
+            lambda: fit(
+                c.model, get_objective("natural"), (c.x, c.y.float()), TrainConfig(epochs=1)
+            ),
         ),
         (
             "fit(float64)",
-            lambda: fit(model, get_objective("natural"), (x.double(), y), TrainConfig(epochs=1)),
+            lambda: fit(
+                c.model, get_objective("natural"), (c.x.double(), c.y), TrainConfig(epochs=1)
+            ),
         ),
         (
             "fit(lr 1e30)",
             lambda: fit(
                 create_model("mlp_general", num_classes=10, hidden=[8]),
                 get_objective("natural"),
-                (x, y),
+                (c.x, c.y),
                 TrainConfig(epochs=1, lr=1e30),
             ),
         ),
@@ -446,19 +531,27 @@ def api_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, Callable
         ("TrainConfig(lr=nan)", lambda: TrainConfig(lr=math.nan)),
         ("TrainConfig(optimizer)", lambda: TrainConfig(optimizer="nosuch")),
         ("get_objective(unknown)", lambda: get_objective("nosuch")),
-        ("load_checkpoint(missing)", lambda: load_checkpoint(d / "missing.safetensors")),
-        ("load_checkpoint(junk)", lambda: load_checkpoint(f["ckpt_junk"] / "model.safetensors")),
+        ("load_checkpoint(missing)", lambda: load_checkpoint(c.d / "missing.safetensors")),
+        ("load_checkpoint(junk)", lambda: load_checkpoint(c.f["ckpt_junk"] / "model.safetensors")),
         (
             "load_checkpoint(bad sidecar)",
-            lambda: load_checkpoint(f["ckpt_sidecar"] / "model.safetensors"),
+            lambda: load_checkpoint(c.f["ckpt_sidecar"] / "model.safetensors"),
         ),
-        # models / surgery
+    ]
+
+
+def _api_models_surgery(c: SimpleNamespace) -> list[Case]:
+    return [
         ("create_model(unknown)", lambda: create_model("nosuch")),
         ("create_model(num_classes=1)", lambda: create_model("mlp_general", num_classes=1)),
         ("create_model(num_classes=True)", lambda: create_model("mlp_general", num_classes=True)),
         ("create_model(kwarg)", lambda: create_model("mlp_general", nosuch=1)),
-        ("replace_activations(unknown act)", lambda: replace_activations(model, "nosuch")),
-        # stats
+        ("replace_activations(unknown act)", lambda: replace_activations(c.model, "nosuch")),
+    ]
+
+
+def _api_stats(c: SimpleNamespace) -> list[Case]:
+    return [
         ("friedman(1-D)", lambda: friedman([1.0, 2.0])),
         ("friedman(NaN)", lambda: friedman([[1.0, math.nan], [2.0, 3.0]])),
         ("friedman(strings)", lambda: friedman([["a", "b"], ["c", "d"]])),
@@ -469,19 +562,44 @@ def api_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[tuple[str, Callable
         ("wilson_interval(n=0)", lambda: wilson_interval(1, 0)),
         ("wilson_interval(k>n)", lambda: wilson_interval(5, 3)),
         ("compare_methods(names)", lambda: compare_methods(np.ones((3, 2)), names=["a"])),
-        # report
-        ("build_report(missing)", lambda: build_report(d / "missing.db", d / "rep")),
-        ("build_report(foreign)", lambda: build_report(f["foreign"], d / "rep")),
-        ("build_report(empty)", lambda: build_report(f["empty"], d / "rep")),
-        ("build_report(formats)", lambda: build_report([], d / "rep", formats=["pdf"])),
-        # toolkit
+    ]
+
+
+def _api_report(c: SimpleNamespace) -> list[Case]:
+    return [
+        ("build_report(missing)", lambda: build_report(c.d / "missing.db", c.d / "rep")),
+        ("build_report(foreign)", lambda: build_report(c.f["foreign"], c.d / "rep")),
+        ("build_report(empty)", lambda: build_report(c.f["empty"], c.d / "rep")),
+        ("build_report(formats)", lambda: build_report([], c.d / "rep", formats=["pdf"])),
+    ]
+
+
+def _api_toolkit(c: SimpleNamespace) -> list[Case]:
+    return [
         ("check_int(True)", lambda: V.check_int("k", True, 0)),
         ("check_float(inf)", lambda: V.check_float("e", math.inf)),
         ("check_choice(typo)", lambda: V.check_choice("norm", "lnf", ["linf", "l2"])),
-        ("writable_dir(file)", lambda: V.writable_dir(f["text"])),
-        ("writable_file(folder)", lambda: V.writable_file(f["folder"])),
+        ("writable_dir(file)", lambda: V.writable_dir(c.f["text"])),
+        ("writable_file(folder)", lambda: V.writable_file(c.f["folder"])),
     ]
-    return cases
+
+
+def api_cases(d: Path, ck: Path, f: dict[str, Path]) -> list[Case]:
+    """About 110 bad library calls, by area."""
+    c = _api_context(d, ck, f)
+    groups = (
+        _api_store,
+        _api_runner,
+        _api_specs,
+        _api_data,
+        _api_attacks,
+        _api_training,
+        _api_models_surgery,
+        _api_stats,
+        _api_report,
+        _api_toolkit,
+    )
+    return [case for group in groups for case in group(c)]
 
 
 DOCUMENTED = (ValueError, TypeError, LookupError, FloatingPointError, FileNotFoundError)
