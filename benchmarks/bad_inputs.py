@@ -49,12 +49,12 @@ from robustact.data import ImageDataset, load_dataset, train_val_split
 from robustact.data.idx import read_idx
 from robustact.data.splits import BatchLoader
 from robustact.experiments import ResultStore, load_spec, parse_spec, run_spec
-from robustact.experiments.cell import load_cell_model
 from robustact.models import create_model
 from robustact.report import build_report
 from robustact.stats import compare_methods, friedman, mcnemar, nemenyi_q, wilson_interval
 from robustact.surgery import replace_activations
 from robustact.train import TrainConfig, fit, get_objective, load_checkpoint
+from robustact.train import load_checkpoint as load_cell_model
 
 Case = tuple[str, Callable[[], Any]]
 CliCase = tuple[str, list[str]]
