@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +68,12 @@ def build_attack(args: argparse.Namespace, model: Any) -> Any:
 
 
 def run_attack(
-    model: Any, attack: Any, x: Any, y: Any, *, bpda: bool, batch_size: int, seed: int
+    model: Any, attack: Any, x: Any, y: Any, *, batch_size: int, seed: int
 ) -> tuple[Any, Any, Any]:
     """``(x_adv (N, ...), pred_clean (N,), pred_adv (N,))``, batch by batch in a seeded,
-    forked RNG (the caller's random state is untouched)."""
+    forked RNG (the caller's random state is untouched); ``attack`` carries its own BPDA
+    and EOT (see :func:`build_attack`)."""
     import torch
-
-    from robustact.surgery import straight_through
 
     if batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {batch_size}")
@@ -85,8 +83,7 @@ def run_attack(
         torch.manual_seed(seed)
         for i in range(0, len(y), batch_size):
             bx, by = x[i : i + batch_size], y[i : i + batch_size]
-            with straight_through(model) if bpda else nullcontext():
-                adv = attack(model, bx, by)
+            adv = attack(model, bx, by)
             model.eval()
             with torch.no_grad():
                 pc.append(model(bx).argmax(1))
@@ -111,8 +108,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if out.suffix != ".safetensors":
             out = out.with_name(out.name + ".safetensors")
     t0 = time.perf_counter()
-    x_adv, pred_c, pred_a = run_attack(model, attack, x, y, bpda=args.bpda,
-                                       batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+    x_adv, pred_c, pred_a = run_attack(model, attack, x, y, batch_size=args.batch_size,
+                                       seed=args.seed)  # fmt: skip
     seconds = time.perf_counter() - t0
     yc = y.to(pred_c.device)
     clean_ok, adv_ok = pred_c == yc, pred_a == yc

@@ -194,17 +194,15 @@ def _adversarial(model: Any, x: Any, y: Any, eps: float, norm: str, fast: bool, 
     import torch
 
     from robustact.evaluate import ProtocolEntry
-    from robustact.surgery import straight_through
 
     steps = 20 if fast else 100
     entry = ProtocolEntry("PGD-margin", "pgd", {"steps": steps, "loss": "margin"}, bpda=True,
                           eot="auto")  # fmt: skip
-    attack = entry.build(model, eps, norm, eot_samples=4 if fast else 16)
+    attack = entry.build(model, eps, norm)  # BPDA and EOT (attacks.DEFAULT_EOT) built in
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        with straight_through(model):
-            x_adv = attack(model, x, y)
+        x_adv = attack(model, x, y)
     model.eval()
     return x_adv.detach(), entry.describe()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from robustact.surgery import find_activations, find_caps, record_io, straight_through
+from robustact.attacks.adaptive import bpda_scope
+from robustact.surgery import find_activations, find_caps, record_io
 
 __all__ = [
     "LayerDistance",
@@ -149,7 +149,7 @@ def sensitivity_map(
     Args:
         model: classifier (eval mode; restored).
         x: inputs (N, ...); y: labels (N,).
-        bpda: take gradients inside ``surgery.straight_through`` (caps pass gradient).
+        bpda: straight-through gradients (``attacks.bpda_scope``: caps pass gradient).
     Returns:
         ``(maps (N, ...), scores (N,))``.
     """
@@ -158,7 +158,7 @@ def sensitivity_map(
     was_training = model.training
     try:
         model.eval()
-        with torch.enable_grad(), straight_through(model) if bpda else nullcontext():
+        with torch.enable_grad(), bpda_scope(model, bpda):
             xg = x.detach().clone().requires_grad_(True)
             z = model(xg)
             if z.dim() != 2 or int(y.max()) >= z.shape[1]:
@@ -225,10 +225,10 @@ class ZeroGradSummary:
 def zero_gradient_distance(
     model: nn.Module, x: Tensor, y: Tensor, **kwargs: Any
 ) -> ZeroGradSummary:
-    """Run ``robustact.attacks.ZeroGradPGD(**kwargs).run(model, x, y)`` and summarise it."""
+    """Run ``robustact.attacks.ZeroGradPGD(**kwargs).walk(model, x, y)`` and summarise it."""
     from robustact.attacks import zerograd
 
-    res = zerograd.ZeroGradPGD(**kwargs).run(model, x, y)
+    res = zerograd.ZeroGradPGD(**kwargs).walk(model, x, y)
     found = res.found.bool().cpu()
     dist = res.distance.detach().cpu().double()
     dist = torch.where(found, dist, torch.full_like(dist, math.nan))

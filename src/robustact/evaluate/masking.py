@@ -52,17 +52,16 @@ import itertools
 import math
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from robustact.activations import StraightThroughMixin
-from robustact.attacks import FGSM, PGD, Attack, input_gradient
+from robustact.attacks import DEFAULT_EOT, FGSM, PGD, Adaptive, Attack, input_gradient
 from robustact.attacks.losses import get_loss
 from robustact.evaluate.masking_result import MaskingCheck, MaskingReport, Verdict
-from robustact.surgery import cap_summary, is_stochastic, straight_through
+from robustact.surgery import cap_summary, is_stochastic
 
 __all__ = ["THRESHOLDS", "MaskingCheck", "MaskingReport", "masking_report"]
 
@@ -98,8 +97,7 @@ def _correct_prob(model: nn.Module, x: Tensor, y: Tensor, passes: int) -> Tensor
 
 
 def _run(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, bpda: bool = False) -> Tensor:
-    with straight_through(model) if bpda else nullcontext():
-        return attack(model, x, y)
+    return (Adaptive(attack, bpda=True) if bpda else attack)(model, x, y)
 
 
 def _zero_grad_fraction(model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -154,7 +152,7 @@ def masking_report(
         x: inputs (N, ...) in [0, 1]; y: labels (N,). A few hundred points suffice.
         eps, norm: the threat model the plain evaluation used.
         fast: fewer steps and queries (for tests); labelled in the notes.
-        eot_samples: EOT passes for stochastic models (default 16).
+        eot_samples: EOT passes for stochastic models (default ``attacks.DEFAULT_EOT``).
         passes: forward passes per accuracy for stochastic models (default 10).
         seed: seeds every attack and the stochastic layers (forked RNG), so reports repeat.
         thresholds: overrides of :data:`THRESHOLDS`.
@@ -172,7 +170,7 @@ def masking_report(
         )
     stochastic = is_stochastic(model)
     has_st = any(isinstance(m, StraightThroughMixin) for m in model.modules())
-    k = eot_samples if eot_samples is not None else 16
+    k = eot_samples if eot_samples is not None else DEFAULT_EOT
     p = (passes if passes is not None else 10) if stochastic else 1
     steps = 10
     long_steps = 30 if fast else 100

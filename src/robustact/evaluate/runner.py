@@ -31,7 +31,7 @@ from robustact.evaluate.metrics import (
     summarise_repeats,
 )
 from robustact.evaluate.protocol import Protocol
-from robustact.surgery import is_stochastic, straight_through
+from robustact.surgery import is_stochastic
 
 __all__ = ["evaluate", "iter_batches", "run_protocol_batch"]
 
@@ -107,8 +107,7 @@ def run_protocol_batch(
             idx = attacked.nonzero().squeeze(1)
             if idx.numel():
                 xs, ys = x[idx], y[idx]
-                with straight_through(model) if entry.bpda else nullcontext():
-                    x_adv = attack(model, xs, ys)
+                x_adv = attack(model, xs, ys)  # BPDA/EOT carried by the built attack
                 model.eval()
                 p_, m_, t_ = _probs(model, x_adv, ys)
                 a_pred[idx], a_max[idx], a_true[idx] = p_, m_, t_

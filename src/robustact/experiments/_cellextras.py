@@ -21,17 +21,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from robustact.attacks.adaptive import Adaptive, resolve_eot
 from robustact.experiments import builders as B
 from robustact.experiments._specextra import AE_TRAINING, DIAGNOSTICS
 from robustact.experiments.records import MetricRow
-from robustact.surgery import find_caps, is_stochastic, replace_activations, straight_through
+from robustact.surgery import find_caps, replace_activations
 
 __all__ = [
     "TRAINED_DIR",
@@ -198,7 +198,7 @@ def _layer_growth(
 
     rows: list[MetricRow] = []
     extra: dict[str, Any] = {}
-    eot = 8 if is_stochastic(model) else 1
+    eot = resolve_eot(model, "auto")
     for eps in [o["eps"]] if o["eps"] is not None else eps_list:
         step = o["step_size"] or eps / 10
         runs: list[tuple[str, dict[str, Any], bool]] = [("layer_growth", {}, False)]
@@ -206,8 +206,7 @@ def _layer_growth(
             runs.append(("layer_growth_adaptive", {"loss": "margin", "eot": eot}, True))
         for label, kw, bpda in runs:
             atk = _pgd(eps, o["steps"], step, norm, seed, **kw)
-            with straight_through(model) if bpda else nullcontext():
-                x_adv = atk(model, x, y)
+            x_adv = (Adaptive(atk, bpda=True) if bpda else atk)(model, x, y)
             dists = layer_distances(model, x, x_adv, where=o["where"])
             extra[f"{label}@{eps:g}"] = [vars(d) for d in dists]
             for d in dists:
