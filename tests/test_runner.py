@@ -110,7 +110,7 @@ def test_two_worker_processes_match_one(tmp_path: Path) -> None:
 
 def test_bad_arguments_fail_before_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse_spec(tiny())
-    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         run_spec(spec, tmp_path / "r.sqlite", workers=0)
     with pytest.raises(ValueError, match="backend must be one of local, ray"):
         run_spec(spec, tmp_path / "r.sqlite", backend="dask")

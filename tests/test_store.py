@@ -152,11 +152,23 @@ def test_claim(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "r.sqlite") as store:
         assert store.claim(CFG, owner="run1")
         assert not store.claim(CFG, owner="run1")  # same run: another worker has it
-        assert store.claim(CFG, owner="run2")  # a new run takes over a dead run's cell
+        assert not store.claim(CFG, owner="run2")  # another run: its owner (us) is alive
+        assert store.claim_state(CFG) == ("live", None)
+        # the owner died (a pid that no longer exists): a new run takes the cell over
+        store.conn.execute("UPDATE cells SET owner_pid = ?", (_dead_pid(),))
+        assert store.claim_state(CFG) == ("stale", None)
+        assert store.claim(CFG, owner="run2")
         assert store.cell(cell_id(CFG)).attempts == 2  # type: ignore[union-attr]
         assert not store.is_done(CFG) and store.records() == []
         store.put_cell(CFG, ROWS)
         assert not store.claim(CFG, owner="run3")
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 _WRITER = textwrap.dedent(

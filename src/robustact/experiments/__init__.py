@@ -13,7 +13,7 @@ from robustact.experiments.records import (
 )
 from robustact.experiments.runner import RunSummary, run_spec
 from robustact.experiments.spec import Cell, Spec, SpecError, load_spec, parse_spec, spec_summary
-from robustact.experiments.store import CellWriter, ResultStore
+from robustact.experiments.store import CellWriter, ResultStore, StoreError
 
 __all__ = [
     "Cell",
@@ -24,6 +24,7 @@ __all__ = [
     "RunSummary",
     "Spec",
     "SpecError",
+    "StoreError",
     "canonical_json",
     "cell_id",
     "execute_cell",

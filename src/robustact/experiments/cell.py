@@ -40,6 +40,7 @@ from robustact.experiments._cellextras import (
     publish_trained,
     run_diagnostics,
 )
+from robustact.experiments.claims import Heartbeat
 from robustact.experiments.records import MetricRow, cell_id
 from robustact.experiments.store import ResultStore
 
@@ -362,7 +363,8 @@ def execute_cell(
             return CellResult(cid, "skipped", label=label)
     start = time.time()
     try:
-        out = run_cell(config, data_root=data_root, output_dir=output_dir, device=device)
+        with Heartbeat(store_path, cid, owner=owner):  # the claim stays live while we work
+            out = run_cell(config, data_root=data_root, output_dir=output_dir, device=device)
     except Exception as e:  # any failure of the cell's own work: record it, carry on
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
@@ -373,6 +375,6 @@ def execute_cell(
     with ResultStore(store_path) as store:
         store.put_cell(
             config, out.metrics, spec=spec_name, started_at=start, checkpoint=out.checkpoint,
-            extra=out.extra,
+            extra={**out.extra, "threads": torch.get_num_threads()},  # the numbers depend on it
         )  # fmt: skip
     return CellResult(cid, "done", None, time.time() - start, label)

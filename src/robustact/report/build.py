@@ -136,7 +136,7 @@ def guess_method_key(records: Sequence[Mapping[str, Any]]) -> str | tuple[str, .
 def _load(source: Any) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]], str]:
     """Records, cell_id -> masking report, and a provenance line."""
     if isinstance(source, (str, os.PathLike)):
-        with ResultStore(source) as store:
+        with ResultStore(source, read_only=True) as store:  # a report never writes its input
             return _load(store)
     if isinstance(source, ResultStore):
         cells = source.cells()
@@ -338,7 +338,8 @@ def build_report(
         md = [f"# {markdown_escape(title)}", "", markdown_escape(meta), ""]
         md += ["## Seed protocol vs adaptive protocol", "", _summary_markdown(rows, groups)]
         for pt in tables:
-            md += [f"## {markdown_escape(pt.protocol)} protocol", "", pt.caption, ""]
+            caption = markdown_escape(pt.caption)
+            md += [f"## {markdown_escape(pt.protocol)} protocol", "", caption, ""]
             md += [to_markdown(pt.table), "```text", pt.stats, "```", ""]
         md += [f"> {markdown_escape(n)}" for n in notes]
         written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")
