@@ -192,8 +192,8 @@ def check_labels(
     if y.numel():
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or (num_classes is not None and hi >= num_classes):
-            top = f"{num_classes - 1}" if num_classes is not None else "..."
-            raise ValueError(f"{name} labels span {lo}..{hi}; class indices must be in 0..{top}")
+            want = f"in 0..{num_classes - 1}" if num_classes is not None else ">= 0"
+            raise ValueError(f"{name} labels span {lo}..{hi}; class indices must be {want}")
     return y
 
 

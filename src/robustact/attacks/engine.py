@@ -12,12 +12,13 @@ point when it halves. FGSM is one PGD step of size eps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float as _check_float
+from robustact._validate import check_int as check_int  # re-exported for the attacks
 from robustact.attacks.base import Attack, AttackResult
 from robustact.attacks.losses import LossFn
 
@@ -241,19 +242,10 @@ def _where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.where(cond.reshape(-1, *([1] * (a.dim() - 1))), a, b)
 
 
-def check_int(name: str, value: int, minimum: int) -> int:
-    """Validate an integer hyper-parameter."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def check_float(name: str, value: float, minimum: float = 0.0) -> float:
-    """Validate a finite float hyper-parameter >= minimum."""
-    v = float(value)
-    if not math.isfinite(v) or v < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-    return v
+    """A finite float hyper-parameter >= ``minimum`` (the toolkit's check, minimum 0 by
+    default as every attack's step sizes and radii need)."""
+    return _check_float(name, value, minimum)
 
 
 def target_classes(clean_logits: Tensor, y: Tensor, rank: int) -> Tensor:
