@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from robustact.evaluate.rows import VERDICTS, MetricRow, finite
+
 __all__ = ["MaskingCheck", "MaskingReport", "Verdict"]
 
 Verdict = Literal["no evidence", "suspect", "masked"]
@@ -87,6 +89,24 @@ class MaskingReport:
         for k, v in self.accuracies.items():
             m[f"masking/acc/{k}"] = float(v)
         return m
+
+    def rows(self) -> list[MetricRow]:
+        """Typed rows (kind "masking"; see :mod:`robustact.evaluate.rows`): the verdict
+        level, each check's value, threshold and flag, and each attack's accuracy."""
+        threat = {"eps": self.eps, "norm": self.norm, "kind": "masking", "n": self.n}
+        out = [MetricRow("masking", "verdict", "level", float(VERDICTS.index(self.verdict)),
+                         **threat)]  # fmt: skip
+        for c in self.checks:
+            if finite(c.value):
+                out.append(MetricRow("masking", "check", "value", float(c.value),  # type: ignore[arg-type]
+                                     item=c.name, **threat))  # fmt: skip
+            out.append(MetricRow("masking", "check", "threshold", c.threshold, item=c.name,
+                                 **threat))  # fmt: skip
+            out.append(MetricRow("masking", "check", "flagged", float(c.flagged), item=c.name,
+                                 **threat))  # fmt: skip
+        out += [MetricRow("masking", label, "accuracy", float(v), **threat)
+                for label, v in self.accuracies.items() if finite(v)]  # fmt: skip
+        return out
 
     def to_table(self) -> Any:
         """A ``rich.table.Table`` with one row per check."""

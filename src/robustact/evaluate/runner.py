@@ -30,10 +30,10 @@ from robustact.evaluate.metrics import (
     summarise,
     summarise_repeats,
 )
-from robustact.evaluate.protocol import Protocol
+from robustact.evaluate.protocol import Protocol, ProtocolEntry
 from robustact.surgery import is_stochastic, straight_through
 
-__all__ = ["evaluate", "iter_batches", "run_protocol_batch"]
+__all__ = ["evaluate", "iter_batches", "run_entry", "run_protocol_batch"]
 
 Data = Tensor | Any  # a tensor x (with y), a dataset with .tensors(), or an iterable of (x, y)
 
@@ -76,6 +76,23 @@ def _probs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tens
     return logits.argmax(1), p.amax(1), p.gather(1, y[:, None]).squeeze(1)
 
 
+def run_entry(
+    model: nn.Module, x: Tensor, y: Tensor, entry: ProtocolEntry, eps: float, norm: str,
+    eot_samples: int = 20,
+) -> tuple[Tensor, Any]:  # fmt: skip
+    """Run one protocol entry on ``(x, y)`` under ``(eps, norm)``: the one place an entry
+    becomes an attack and runs (BPDA applied as the entry says).
+
+    Returns:
+        ``(x_adv (N, ...), the attack)``; the model is left in eval mode.
+    """
+    attack = entry.build(model, eps, norm, eot_samples)
+    with straight_through(model) if entry.bpda else nullcontext():
+        x_adv = attack(model, x, y)
+    model.eval()
+    return x_adv, attack
+
+
 def run_protocol_batch(
     model: nn.Module, x: Tensor, y: Tensor, protocol: Protocol
 ) -> tuple[CleanOutcome, list[AttackOutcome], int]:
@@ -97,7 +114,7 @@ def run_protocol_batch(
         robust = clean_ok.clone()
         outs: list[AttackOutcome] = []
         for entry in protocol.entries:
-            attack = entry.build(model, protocol.eps, protocol.norm, protocol.eot_samples)
+            attack = None
             counts = not entry.own_threat
             attacked = robust.clone() if (protocol.cascade and counts) else clean_ok.clone()
             a_pred, a_max, a_true = pred.clone(), pmax.clone(), ptrue.clone()
@@ -107,9 +124,8 @@ def run_protocol_batch(
             idx = attacked.nonzero().squeeze(1)
             if idx.numel():
                 xs, ys = x[idx], y[idx]
-                with straight_through(model) if entry.bpda else nullcontext():
-                    x_adv = attack(model, xs, ys)
-                model.eval()
+                x_adv, attack = run_entry(model, xs, ys, entry, protocol.eps, protocol.norm,
+                                          protocol.eot_samples)  # fmt: skip
                 p_, m_, t_ = _probs(model, x_adv, ys)
                 a_pred[idx], a_max[idx], a_true[idx] = p_, m_, t_
                 d = (x_adv - xs).flatten(1)
@@ -118,6 +134,8 @@ def run_protocol_batch(
             seconds = time.perf_counter() - t0
             if counts:
                 robust &= ~(attacked & (a_pred != y))
+            if attack is None:  # no point to attack: build it only to describe it
+                attack = entry.build(model, protocol.eps, protocol.norm, protocol.eot_samples)
             desc = {**entry.describe(), "attack_args": attack.describe()}
             desc["eot"] = entry.resolve_eot(model, protocol.eot_samples)
             outs.append(
