@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact.activations import StraightThroughMixin
+from robustact.attacks.threat import canonical_norm
 from robustact.evaluate.masking_checks import CHECKS, Probe
 from robustact.evaluate.masking_result import MaskingCheck, MaskingReport, Verdict
 from robustact.surgery import is_stochastic
@@ -156,6 +157,7 @@ def masking_report(
             f"need x (N, ...) and y (N,) with N >= 1, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
     th = _thresholds(thresholds, x.shape[0])
+    norm = canonical_norm(norm)
     stochastic = is_stochastic(model)
     p = Probe(
         model, x, y, float(eps), norm, seed, fast, stochastic,

@@ -93,19 +93,18 @@ class MaskingReport:
     def rows(self) -> list[MetricRow]:
         """Typed rows (kind "masking"; see :mod:`robustact.evaluate.rows`): the verdict
         level, each check's value, threshold and flag, and each attack's accuracy."""
-        threat = {"eps": self.eps, "norm": self.norm, "kind": "masking", "n": self.n}
-        out = [MetricRow("masking", "verdict", "level", float(VERDICTS.index(self.verdict)),
-                         **threat)]  # fmt: skip
+
+        def row(attack: str, metric: str, value: float, item: str | None = None) -> MetricRow:
+            return MetricRow("masking", attack, metric, float(value), self.eps, self.norm,
+                             kind="masking", item=item, n=self.n)  # fmt: skip
+
+        out = [row("verdict", "level", VERDICTS.index(self.verdict))]
         for c in self.checks:
-            if finite(c.value):
-                out.append(MetricRow("masking", "check", "value", float(c.value),  # type: ignore[arg-type]
-                                     item=c.name, **threat))  # fmt: skip
-            out.append(MetricRow("masking", "check", "threshold", c.threshold, item=c.name,
-                                 **threat))  # fmt: skip
-            out.append(MetricRow("masking", "check", "flagged", float(c.flagged), item=c.name,
-                                 **threat))  # fmt: skip
-        out += [MetricRow("masking", label, "accuracy", float(v), **threat)
-                for label, v in self.accuracies.items() if finite(v)]  # fmt: skip
+            if c.value is not None and finite(c.value):
+                out.append(row("check", "value", c.value, c.name))
+            out.append(row("check", "threshold", c.threshold, c.name))
+            out.append(row("check", "flagged", float(c.flagged), c.name))
+        out += [row(label, "accuracy", v) for label, v in self.accuracies.items() if finite(v)]
         return out
 
     def to_table(self) -> Any:

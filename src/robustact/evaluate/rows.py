@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 __all__ = ["KINDS", "VERDICTS", "Kind", "MetricRow"]
 
@@ -80,6 +80,6 @@ class MetricRow:
         return asdict(self)
 
 
-def finite(v: float | None) -> bool:
+def finite(v: Any) -> TypeGuard[float]:
     """True for a real number that is neither NaN nor infinite."""
     return v is not None and not isinstance(v, bool) and math.isfinite(float(v))
