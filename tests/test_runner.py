@@ -54,8 +54,9 @@ def test_local_run_writes_rows_and_rerun_skips(tmp_path: Path) -> None:
             fgsm = rows[("mini", "fgsm", "cumulative_accuracy", 0.1, "Linf")]
             assert 0.3 < clean <= 1.0  # one epoch on digits learns something
             assert worst <= clean and worst == fgsm  # one attack: it is the worst case
-            assert ("masking", "checks", "verdict", 0.1, "Linf") in rows
-            assert ("masking", "checks", "zero_gradient/flagged", 0.1, "Linf") in rows
+            typed = {(r.kind, r.attack, r.item, r.metric, r.eps) for r in store.metrics(c.cell_id)}
+            assert ("masking", "verdict", None, "level", 0.1) in typed
+            assert ("masking", "check", "zero_gradient", "flagged", 0.1) in typed
             assert rows[("training", "final", "epochs", None, None)] == 1.0
             assert len(c.extra["history"]) == 1
             assert c.extra["masking"]["verdict"] in ("no evidence", "suspect", "masked")

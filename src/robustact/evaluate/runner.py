@@ -239,21 +239,11 @@ def evaluate(
     if skipped:
         notes.append(f"not in the worst case (own threat model): {', '.join(skipped)}")
     results = [
-        summarise(
-            c,
-            a,
-            protocol=proto.name,
-            eps=proto.eps,
-            norm=proto.norm,
-            num_classes=num_classes,
-            cascade=proto.cascade,
-            fast=proto.fast,
-            seconds=seconds,
-            seed=seed,
-            notes=notes,
-        )
+        summarise(c, a, protocol=proto.name, eps=proto.eps, norm=proto.norm,
+                  num_classes=num_classes, cascade=proto.cascade, fast=proto.fast,
+                  seconds=seconds, seed=seed, notes=notes)
         for c, a in runs
-    ]
+    ]  # fmt: skip
     result = results[0]
     if stochastic:
         result.stochastic = summarise_repeats(runs, results, num_classes)
