@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from robustact.surgery import find_activations, find_caps, record_io, straight_through
+from robustact.attacks.adaptive import bpda_scope
+from robustact.surgery import find_activations, find_caps, record_io
 
 __all__ = [
     "LayerDistance",
@@ -126,7 +126,7 @@ def sensitivity_map(
     Args:
         model: classifier (eval mode; restored).
         x: inputs (N, ...); y: labels (N,).
-        bpda: take gradients inside ``surgery.straight_through`` (caps pass gradient).
+        bpda: take gradients through the straight-through (BPDA) scope (caps pass gradient).
     Returns:
         ``(maps (N, ...), scores (N,))``.
     """
@@ -135,7 +135,7 @@ def sensitivity_map(
     was_training = model.training
     try:
         model.eval()
-        with torch.enable_grad(), straight_through(model) if bpda else nullcontext():
+        with torch.enable_grad(), bpda_scope(model, bpda):
             xg = x.detach().clone().requires_grad_(True)
             z = model(xg)
             if z.dim() != 2 or int(y.max()) >= z.shape[1]:

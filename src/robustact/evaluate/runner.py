@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact.attacks import Attack
+from robustact.attacks.adaptive import DEFAULT_EOT
 from robustact.evaluate.catalog import get_protocol
 from robustact.evaluate.metrics import (
     AttackOutcome,
@@ -31,7 +33,7 @@ from robustact.evaluate.metrics import (
     summarise_repeats,
 )
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
-from robustact.surgery import is_stochastic, straight_through
+from robustact.surgery import is_stochastic
 
 __all__ = ["evaluate", "iter_batches", "run_entry", "run_protocol_batch"]
 
@@ -78,17 +80,16 @@ def _probs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tens
 
 def run_entry(
     model: nn.Module, x: Tensor, y: Tensor, entry: ProtocolEntry, eps: float, norm: str,
-    eot_samples: int = 20,
-) -> tuple[Tensor, Any]:  # fmt: skip
+    eot_samples: int = DEFAULT_EOT,
+) -> tuple[Tensor, Attack]:  # fmt: skip
     """Run one protocol entry on ``(x, y)`` under ``(eps, norm)``: the one place an entry
-    becomes an attack and runs (BPDA applied as the entry says).
+    becomes an attack and runs (``entry.build`` carries its BPDA and EOT).
 
     Returns:
         ``(x_adv (N, ...), the attack)``; the model is left in eval mode.
     """
     attack = entry.build(model, eps, norm, eot_samples)
-    with straight_through(model) if entry.bpda else nullcontext():
-        x_adv = attack(model, x, y)
+    x_adv = attack(model, x, y)
     model.eval()
     return x_adv, attack
 

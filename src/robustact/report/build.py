@@ -342,12 +342,12 @@ def _figures(
         (k for k in LAMBDA_KEYS if len({r.get(k) for r in results} - {None}) > 1), None
     )
     for p in protos if lk is not None else ():
+        assert lk is not None
         where = {"metric": metric, "protocol": p}
         ser = series_from_records(results, x_key=lk, group_key=[*groups, "attack"], where=where)
         if ser:
-            figs[f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"] = plot_accuracy_vs_lambda(
-                ser
-            )
+            name = f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"
+            figs[name] = plot_accuracy_vs_lambda(ser)
     for pt in tables:
         if comparison(pt.table, alpha) is not None:
             figs[f"Critical difference, {pt.protocol} protocol"] = plot_cd_diagram(
@@ -400,7 +400,7 @@ def _write(
                 out / f"table_{_slug(pt.protocol)}.csv", to_csv(pt.table)
             )
     if "html" in formats:
-        page = html_mod.render_html(
+        html = html_mod.render_html(
             title=title,
             meta=meta + ("; " + "; ".join(notes) if notes else ""),
             summary=html_mod.summary_html(rows, groups),
@@ -408,7 +408,7 @@ def _write(
             figures=figs,
             dpi=dpi,
         )
-        written["html"] = atomic_write_text(out / "report.html", page)
+        written["html"] = atomic_write_text(out / "report.html", html)
     return written
 
 
