@@ -1,4 +1,5 @@
-"""Honest robustness evaluation: protocols, metrics, masking report, diagnostics.
+"""Honest robustness evaluation: protocols, metrics, masking report, diagnostics, and
+:func:`evaluate_suite`, which runs them all (the one orchestration).
 
 See DESIGN.md, "Evaluation soundness".
 """
@@ -25,7 +26,9 @@ from robustact.evaluate.metrics import (
     summarise,
 )
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
+from robustact.evaluate.rows import MetricRow
 from robustact.evaluate.runner import evaluate
+from robustact.evaluate.suite import SuiteResult, evaluate_suite
 
 __all__ = [
     "PROTOCOLS",
@@ -37,14 +40,17 @@ __all__ = [
     "LayerDistance",
     "MaskingCheck",
     "MaskingReport",
+    "MetricRow",
     "NegativeRatio",
     "Protocol",
     "ProtocolEntry",
     "StochasticSummary",
+    "SuiteResult",
     "ZeroGradSummary",
     "cap_snapshot",
     "cap_trajectories",
     "evaluate",
+    "evaluate_suite",
     "get_protocol",
     "layer_distances",
     "list_protocols",
