@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import Attack
+from robustact.attacks.base import Attack, AttackResult
 from robustact.attacks.losses import LossFn
 
 #: Compact the active set once this fraction of it is fooled (see ``ascent``).
@@ -199,6 +199,41 @@ def ascent(
         x_best = _where(better, cur, x_best)
     out[act] = x_best if return_best else cur
     return out, success, queries
+
+
+class Restarts:
+    """The points still to attack over several runs (restarts, target classes).
+
+    Each run attacks only ``todo`` (the points no earlier run fooled) and hands its
+    ``ascent`` result to :meth:`record`; a point keeps the iterate of the run that fooled
+    it, an unfooled one the last run's. Queries add up over runs.
+
+    Args:
+        x: clean inputs (N, ...), the starting ``x_adv``.
+        success: (N,) bool, points already fooled (not attacked); default none.
+        queries: (N,) int64 evaluations already spent (e.g. a clean check); default 0.
+    """
+
+    def __init__(self, x: Tensor, success: Tensor | None = None, queries: Tensor | None = None):
+        n = x.shape[0]
+        self.x_adv = x.clone()
+        self.success = (
+            torch.zeros(n, dtype=torch.bool, device=x.device) if success is None else success
+        )
+        self.queries = (
+            torch.zeros(n, dtype=torch.long, device=x.device) if queries is None else queries
+        )
+        self.todo = torch.nonzero(~self.success).squeeze(1)
+
+    def record(self, x_adv: Tensor, fooled: Tensor, queries: Tensor) -> None:
+        """One run's result on ``todo``: x_adv (T, ...), fooled (T,), queries (T,)."""
+        self.x_adv[self.todo] = x_adv
+        self.success[self.todo[fooled]] = True
+        self.queries[self.todo] += queries
+        self.todo = self.todo[~fooled]
+
+    def result(self) -> AttackResult:
+        return AttackResult(self.x_adv, self.success, self.queries)
 
 
 def _where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:

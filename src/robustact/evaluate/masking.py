@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact.activations import StraightThroughMixin
+from robustact.attacks import DEFAULT_EOT
 from robustact.attacks.threat import canonical_norm
 from robustact.evaluate.masking_checks import CHECKS, Probe
 from robustact.evaluate.masking_result import MaskingCheck, MaskingReport, Verdict
@@ -145,7 +146,7 @@ def masking_report(
         x: inputs (N, ...) in [0, 1]; y: labels (N,). A few hundred points suffice.
         eps, norm: the threat model the plain evaluation used.
         fast: fewer steps and queries (for tests); labelled in the notes.
-        eot_samples: EOT passes for stochastic models (default 16).
+        eot_samples: EOT passes for stochastic models (default ``attacks.DEFAULT_EOT``).
         passes: forward passes per accuracy for stochastic models (default 10).
         seed: seeds every attack and the stochastic layers (forked RNG), so reports repeat.
         thresholds: overrides of :data:`THRESHOLDS`.
@@ -162,7 +163,7 @@ def masking_report(
     p = Probe(
         model, x, y, float(eps), norm, seed, fast, stochastic,
         has_st=any(isinstance(m, StraightThroughMixin) for m in model.modules()),
-        eot=eot_samples if eot_samples is not None else 16,
+        eot=eot_samples if eot_samples is not None else DEFAULT_EOT,
         passes=(passes if passes is not None else 10) if stochastic else 1,
         long_steps=30 if fast else 100, queries=150 if fast else 1000,
     )  # fmt: skip

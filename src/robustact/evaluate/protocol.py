@@ -43,7 +43,7 @@ from typing import Any, Literal
 from torch import nn
 
 from robustact.attacks import Attack, list_attacks
-from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, resolve_eot
+from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, check_eot, resolve_eot
 from robustact.attacks.threat import canonical_norm
 
 __all__ = ["Protocol", "ProtocolEntry"]
@@ -234,9 +234,10 @@ class Protocol:
             att = item["attack"]
             if not isinstance(att, str) or att not in known:
                 raise ValueError(f"spec[{i}]: unknown attack {att!r}; known: {', '.join(known)}")
-            eot = item.get("eot", 1)
-            if eot != "auto" and (isinstance(eot, bool) or not isinstance(eot, int) or eot < 1):
-                raise ValueError(f"spec[{i}]: eot must be an int >= 1 or 'auto', got {eot!r}")
+            try:
+                eot = check_eot(item.get("eot", 1))
+            except ValueError as e:
+                raise ValueError(f"spec[{i}]: {e}") from None
             label = str(item.get("label", att))
             if any(e.label == label for e in entries):
                 label = f"{label}#{i}"
