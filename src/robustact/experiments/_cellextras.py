@@ -5,9 +5,7 @@ swaps and preprocessing defences after it (the diagnostics of the seeds are
 
 from __future__ import annotations
 
-import copy
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,21 +63,13 @@ def load_trained(
 def publish_trained(
     checkpoint: str | None, config: Mapping[str, Any], output_dir: str | os.PathLike[str] | None
 ) -> None:
-    """Copy a freshly trained cell checkpoint (and sidecar) to the shared folder; written to
-    a temporary name and renamed, so a reader never sees half a file."""
+    """Copy a freshly trained cell checkpoint to the shared folder (as atomically as a
+    save: a reader sees no checkpoint or the whole one)."""
     if checkpoint is None or output_dir is None:
         return
-    dest = _trained_path(output_dir, config)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    src = Path(checkpoint)
-    for a, b in ((src.with_suffix(".json"), dest.with_suffix(".json")), (src, dest)):
-        tmp = b.with_name(f".{b.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(a, tmp)  # a hard link costs no space
-        except OSError:
-            shutil.copyfile(a, tmp)
-        os.replace(tmp, b)
+    from robustact.train.checkpoint import copy_checkpoint
+
+    copy_checkpoint(checkpoint, _trained_path(output_dir, config))
 
 
 def _selected(model: nn.Module, where: Any) -> list[str]:
@@ -93,7 +83,6 @@ def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Modul
     and conv weight, or an ``nn.Dropout(p)`` after every (selected) activation."""
     if not cfg or cfg.get("name", "none") == "none":
         return model
-    config = getattr(model, "robustact_config", None)
     if cfg["name"] == "spectral_norm":
         from robustact.defenses import apply_spectral_norm
 
@@ -102,17 +91,12 @@ def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Modul
             exclude=list(cfg.get("exclude", [])),
         )  # fmt: skip
     elif cfg["name"] == "dropout":
-        out = copy.deepcopy(model)
-        for name in _selected(out, cfg.get("where")):
-            parent, _, child = name.rpartition(".")
-            holder = out.get_submodule(parent) if parent else out
-            act = getattr(holder, child)
-            setattr(holder, child, nn.Sequential(act, nn.Dropout(float(cfg["p"]))))
+        from robustact.models import add_dropout
+
+        out = add_dropout(model, _selected(model, cfg.get("where")), float(cfg["p"]))
     else:
         raise ValueError(f"unknown model transform {cfg['name']!r}; use spectral_norm or dropout")
-    if config is not None:
-        object.__setattr__(out, "robustact_config", config)
-    return out
+    return out  # both record themselves in robustact_config: checkpoints rebuild them
 
 
 def _swap(model: nn.Module, cfg: Mapping[str, Any], example: Tensor) -> nn.Module:
