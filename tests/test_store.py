@@ -280,13 +280,15 @@ def test_csv_export_exact(tmp_path: Path) -> None:
         cell_id({"act": "s,relu", "tags": ["a", "b"]}),
     ]
     head = (
-        "cell_id,spec,seed,protocol,attack,metric,value,eps,norm,robustact_version,"
+        "cell_id,spec,seed,kind,protocol,attack,item,metric,value,eps,norm,n,robustact_version,"
         "git_commit,started_at,finished_at,seconds,checkpoint,cfg.act,cfg.opt.lr,cfg.tags\n"
     )
     assert text == (
         head
-        + f"{ids[0]},,0,seed,clean,accuracy,0.1,,,{v},{commit},10.0,12.25,2.25,,relu,0.001,\n"
-        + f"{ids[1]},,,seed,PGD,accuracy,0.3333333333333333,0.1,linf,{v},{commit},,20.0,,,"
+        + f"{ids[0]},,0,result,seed,clean,,accuracy,0.1,,,,{v},{commit},10.0,12.25,2.25,,relu,"
+        + "0.001,\n"
+        + f"{ids[1]},,,result,seed,PGD,,accuracy,0.3333333333333333,0.1,linf,,{v},{commit},,"
+        + "20.0,,,"
         + '"s,relu",,"[""a"",""b""]"\n'
     )
     rows = list(csv.DictReader(text.splitlines()))

@@ -125,6 +125,12 @@ def check_version(conn: sqlite3.Connection, path: Path, version: int) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError:
         row = None  # no meta table: a store of the first robustact versions reads the same
+    if row is not None and str(row[0]) == "1" and version == 2:
+        raise StoreError(
+            f"{path} has results schema 1 (before typed rows); open it once for writing to "
+            'migrate it in place, e.g. python -c "from robustact.experiments import '
+            f"ResultStore; ResultStore('{path}')\""
+        )
     if row is not None and str(row[0]) != str(version):
         raise StoreError(
             f"{path} has results schema {row[0]}, this robustact writes "

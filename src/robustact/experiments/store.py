@@ -64,7 +64,7 @@ __all__ = [
     "cell_id",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Cell states: "running" (claimed by a worker), "done" (committed with its metrics),
 #: "failed" (raised; its error message is kept, and a re-run retries it).
@@ -96,13 +96,28 @@ CREATE TABLE IF NOT EXISTS metrics (
     metric TEXT NOT NULL,
     value REAL NOT NULL,
     eps REAL,
-    norm TEXT
+    norm TEXT,
+    kind TEXT NOT NULL DEFAULT 'result',
+    item TEXT,
+    n INTEGER
 );
 -- NULL eps/norm (clean accuracy) must still collide, hence the IFNULL expressions.
-CREATE UNIQUE INDEX IF NOT EXISTS metrics_key ON metrics (
-    cell_id, protocol, attack, metric, IFNULL(eps, -1.0), IFNULL(norm, '')
+CREATE UNIQUE INDEX IF NOT EXISTS metrics_key2 ON metrics (
+    cell_id, kind, protocol, attack, IFNULL(item, ''), metric, IFNULL(eps, -1.0),
+    IFNULL(norm, '')
 );
 """
+
+#: Schema 1 -> 2: the typed-row columns (kind, item, n). Old rows get the kind their
+#: protocol implies and keep their attack/metric strings.
+_MIGRATE_1_2 = (
+    "ALTER TABLE metrics ADD COLUMN kind TEXT NOT NULL DEFAULT 'result'",
+    "ALTER TABLE metrics ADD COLUMN item TEXT",
+    "ALTER TABLE metrics ADD COLUMN n INTEGER",
+    "UPDATE metrics SET kind = CASE protocol WHEN 'masking' THEN 'masking' "
+    "WHEN 'diagnostics' THEN 'diagnostic' WHEN 'training' THEN 'training' ELSE 'result' END",
+    "DROP INDEX IF EXISTS metrics_key",
+)
 
 
 # --------------------------------------------------------------------------- the store
@@ -158,6 +173,15 @@ class ResultStore:
 
     def _create_schema(self) -> None:
         with self._transaction() as c:
+            row = None
+            if c.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone():
+                row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) == 1:
+                for stmt in _MIGRATE_1_2:
+                    c.execute(stmt)
+                c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                          (str(SCHEMA_VERSION),))  # fmt: skip
+                row = (str(SCHEMA_VERSION),)
             # Statement by statement: executescript() would COMMIT our transaction.
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
@@ -283,9 +307,12 @@ class ResultStore:
                 ),
             )
             c.execute("DELETE FROM metrics WHERE cell_id = ?", (cid,))
+            values = [(cid, r.protocol, r.attack, r.metric, r.value, r.eps, r.norm, r.kind,
+                       r.item, r.n) for r in rows]  # fmt: skip
             c.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(cid, r.protocol, r.attack, r.metric, r.value, r.eps, r.norm) for r in rows],
+                "INSERT INTO metrics (cell_id, protocol, attack, metric, value, eps, norm, kind, "
+                "item, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
             )
         return cid
 
@@ -473,7 +500,7 @@ class ResultStore:
     def metrics(self, cid: str) -> list[MetricRow]:
         """Metric rows of cell `cid`, in insertion order."""
         rows = self.conn.execute(
-            "SELECT protocol, attack, metric, value, eps, norm FROM metrics "
+            "SELECT protocol, attack, metric, value, eps, norm, kind, item, n FROM metrics "
             "WHERE cell_id = ? ORDER BY rowid",
             (cid,),
         )
@@ -539,6 +566,10 @@ class CellWriter:
         value: float,
         eps: float | None = None,
         norm: str | None = None,
+        *,
+        kind: str = "result",
+        item: str | None = None,
+        n: int | None = None,
     ) -> None:
         """Adds one metric row (validated when the cell is committed)."""
-        self.metrics.append(MetricRow(protocol, attack, metric, value, eps, norm))
+        self.metrics.append(MetricRow(protocol, attack, metric, value, eps, norm, kind, item, n))
