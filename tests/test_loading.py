@@ -68,7 +68,7 @@ def test_pickled_objects_are_refused_without_running(tmp_path: Path, net: nn.Mod
     marker = tmp_path / "ran"
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"state_dict": _Payload(marker)}, f)
-    with pytest.raises(ModelLoadError, match="pickled Python object.*state_dict"):
+    with pytest.raises(ModelLoadError, match=r"pickled Python object.*state_dict"):
         load_model(SPEC, tmp_path / "evil.pt")
     assert not marker.exists()
     torch.save(net, tmp_path / "whole.pt")

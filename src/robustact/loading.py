@@ -96,7 +96,7 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise ModelLoadError(f"--model {spec!r}: {attr} is not a class or function")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _build(model: str | nn.Module | Callable[..., Any], model_args: Mapping[str, Any]) -> nn.Module:
