@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,24 +103,32 @@ class Grid:
         main = dataclasses.replace(self, include=())
         return [main, *(dataclasses.replace(main, **block) for block in self.include)]
 
+    def size(self) -> int:
+        """Cells before exclude rules and de-duplication: the product of the axis lengths,
+        summed over the main grid and the include blocks (nothing is expanded)."""
+        return sum(math.prod(len(b.axis(k)) for k, _ in AXES) for b in self.blocks())
+
     def live(self) -> list[tuple[int, ...]]:
         """Index tuples (one index per axis of ``AXES``) of this grid's kept cells (the
         include blocks are separate grids: see :meth:`blocks`)."""
         axes = [self.axis(k) for k, _ in AXES]
-        out = []
-        for idx in itertools.product(*(range(len(a)) for a in axes)):
-            vals = {
-                k: (v if k == "seed" else v.name)
-                for (k, _), v in zip(AXES, (a[i] for a, i in zip(axes, idx, strict=True)),
-                                     strict=True)
-            }  # fmt: skip
-            if not any(all(vals[k] == v for k, v in rule.items()) for rule in self.exclude):
-                out.append(idx)
-        return out
+        cube = itertools.product(*(range(len(a)) for a in axes))
+        if not self.exclude:
+            return list(cube)
+        position = {k: i for i, (k, _) in enumerate(AXES)}
+        rules = [
+            [(position[k], {i for i, x in enumerate(axes[position[k]])
+                            if (x if k == "seed" else x.name) == v}) for k, v in rule.items()]
+            for rule in self.exclude
+        ]  # fmt: skip
+        return [
+            idx for idx in cube
+            if not any(all(idx[a] in hits for a, hits in rule) for rule in rules)
+        ]  # fmt: skip
 
     def values(self, idx: tuple[int, ...]) -> dict[str, Any]:
         """{cell key: Entry or seed} of one index tuple of :meth:`live`."""
-        return {k: self.axis(k)[i] for (k, _), i in zip(AXES, idx, strict=True)}
+        return {k: getattr(self, g)[i] for (k, g), i in zip(AXES, idx, strict=True)}
 
 
 # --------------------------------------------------------------------------- parsing

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 from robustact.activations import list_activations
 from robustact.data import DATASETS, list_datasets
 from robustact.experiments import builders as B
+from robustact.experiments._specload import clip, show
 from robustact.models import list_models
 from robustact.surgery import ACTIVATION_TYPES
 from robustact.train import list_objectives
@@ -59,14 +59,6 @@ _RUNTIME_TRAINING = {
 }
 
 
-def show(v: Any) -> str:
-    """A value as the user wrote it (strings quoted, YAML-like otherwise)."""
-    try:
-        return json.dumps(v)
-    except (TypeError, ValueError):
-        return repr(v)
-
-
 def norm_name(name: str) -> str:
     return name.lower().replace("-", "_")
 
@@ -79,17 +71,19 @@ class Ctx:
     errors: list[str] = field(default_factory=list)
 
     def err(self, path: str, msg: str) -> None:
-        self.errors.append(f"{self.source}: {path or '<top>'}: {msg}")
+        # one line, bounded: messages may quote user values or a constructor's error text
+        self.errors.append(f"{self.source}: {clip(path or '<top>', 200)}: {clip(msg, 1000)}")
 
 
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = clip(key, 40)
     return f"{path}.{key}" if path else key
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(clip(str(word), 60), list(choices), n=1, cutoff=0.6)
     return f'; did you mean "{close[0]}"?' if close else ""
 
 
