@@ -34,7 +34,6 @@ from typing import Any
 from robustact.experiments import _specextra as X
 from robustact.experiments import _specparse as P
 from robustact.experiments._specsections import training_section
-from robustact.experiments.records import canonical_json
 
 __all__ = ["AXES", "Entry", "Grid", "parse_grid"]
 
@@ -207,7 +206,9 @@ def _axis_entries(key: str, node: Any, path: str, ctx: P.Ctx) -> tuple[Entry, ..
         cfg = _ENTRY_PARSERS[key](item, ip, ctx)
         if cfg is None:
             continue
-        canon = canonical_json(cfg)
+        canon = P.plain_json(cfg, ip, ctx)
+        if canon is None:
+            continue
         if canon in seen:
             ctx.err(ip, f"duplicate of {seen[canon]} (it would repeat the same cells)")
             continue

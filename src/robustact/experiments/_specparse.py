@@ -16,6 +16,7 @@ from robustact.activations import list_activations
 from robustact.data import DATASETS, list_datasets
 from robustact.experiments import builders as B
 from robustact.experiments._specload import clip, show
+from robustact.experiments.records import canonical_json
 from robustact.models import list_models
 from robustact.surgery import ACTIVATION_TYPES
 from robustact.train import list_objectives
@@ -73,6 +74,17 @@ class Ctx:
     def err(self, path: str, msg: str) -> None:
         # one line, bounded: messages may quote user values or a constructor's error text
         self.errors.append(f"{self.source}: {clip(path or '<top>', 200)}: {clip(msg, 1000)}")
+
+
+def plain_json(cfg: Any, path: str, ctx: Ctx) -> str | None:
+    """``cfg``'s canonical JSON (what its cell ids hash), or None after an error: options
+    passed through unchecked may hold non-string keys or non-finite numbers."""
+    try:
+        return canonical_json(cfg)
+    except (TypeError, ValueError):
+        ctx.err(path, "values must be strings, finite numbers, booleans, null, lists or "
+                "mappings with string keys")  # fmt: skip
+        return None
 
 
 def join(path: str, key: str | int) -> str:

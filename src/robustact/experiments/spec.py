@@ -344,6 +344,8 @@ def parse_spec(
         evaluation=Evaluation(**{"protocols": (), "eps": (), **ev}), description=str(desc),
         output_dir=dirs["output_dir"], data_root=dirs["data_root"], quick=quick,
     )  # fmt: skip
+    P.plain_json(spec.training, "training", ctx)
+    P.plain_json(spec.evaluation.config(), "evaluation", ctx)
     _check_grid_size(spec, ctx)
     # combinations are checked on the entries that parsed, so one run reports everything
     C.check_combinations(spec, ctx)
