@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +35,13 @@ def base() -> dict[str, Any]:
                        "eps": [0.1], "diagnostics": ["zero_gradient"]},
         "quick": {"grid": {"seeds": [1]}, "training": {"epochs": 1}},
     }  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _warm() -> None:
+    """One validation first: the first meta-device model imports torch._dynamo (seconds),
+    which is not what the time bound is about."""
+    parse_spec(base())
 
 
 WORDS = ["name", "grid", "datasets", "models", "activations", "objectives", "seeds", "where",
@@ -60,7 +68,9 @@ values = st.recursive(
 
 def paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [prefix]
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    items = (
+        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    )
     for k, v in items:
         out += paths(v, (*prefix, k))
     return out
@@ -94,8 +104,12 @@ def attempt(fn: Any, *args: Any, memory: bool = False, **kw: Any) -> Any:
     return out
 
 
-FUZZ = settings(max_examples=int(os.environ.get("ROBUSTACT_FUZZ_EXAMPLES", "40")), deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+FUZZ = settings(
+    max_examples=int(os.environ.get("ROBUSTACT_FUZZ_EXAMPLES", "40")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @FUZZ

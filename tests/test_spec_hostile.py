@@ -4,6 +4,7 @@ naming the file, in bounded time and memory; a large grid expands in linear time
 
 from __future__ import annotations
 
+import itertools
 import time
 import tracemalloc
 from pathlib import Path
@@ -43,7 +44,7 @@ def alias_bomb(levels: int = 9) -> str:
     """Nine levels of ``&x [*y, *y, ...]`` (9**9 seeds, 447 bytes as in issue 14)."""
     names = [f"l{i}" for i in range(levels + 1)]
     lines = [f"{names[0]}: &{names[0]} [0, 0, 0, 0, 0, 0, 0, 0, 0]"]
-    for prev, cur in zip(names, names[1:]):
+    for prev, cur in itertools.pairwise(names):
         lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
     return "\n".join(lines)
 
@@ -86,7 +87,7 @@ def test_merge_key_bomb_fails_before_construction(tmp_path: Path) -> None:
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "rec.yaml"
     path.write_text(spec_text("&s [0, *s]"))
-    assert "refers to a value that contains it" in one_error(path)
+    assert "a value contains itself (a YAML alias inside its own anchor" in one_error(path)
     doc: Any = {"name": "r", "grid": {"datasets": ["digits"], "models": ["mlp_general"]},
                 "evaluation": {"eps": 0.1}}  # fmt: skip
     doc["grid"]["seeds"] = [0]
@@ -100,7 +101,9 @@ def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
     path.write_text(spec_text("[0]") + "name: again\n")
     line = one_error(path)
     assert 'line 7, column 1: duplicate key "name" (first given at line 1)' in line
-    path.write_text(spec_text("[0]").replace("evaluation: {eps: 0.1}", "evaluation: {eps: 0.1, eps: 0.2}"))
+    path.write_text(
+        spec_text("[0]").replace("evaluation: {eps: 0.1}", "evaluation: {eps: 0.1, eps: 0.2}")
+    )
     assert 'duplicate key "eps"' in one_error(path)
     # a merge key may be overridden: that is not a duplicate
     path.write_text("base: &b {eps: 0.1, n: 5}\n" + spec_text("[0]").replace(
@@ -121,7 +124,9 @@ def test_huge_and_deep_files(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_bytes(b"#" * (MAX_SPEC_BYTES + 10))
     assert f"larger than {MAX_SPEC_BYTES:,} bytes" in one_error(path)
-    path.write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")  # libyaml would overflow its stack
+    path.write_text(
+        "a: " + "[" * 100_000 + "]" * 100_000 + "\n"
+    )  # libyaml would overflow its stack
     assert "more than 64 deep" in one_error(path)
     path.write_text("a:\n" + "- " * 100_000 + "1\n")
     assert "nests lists/mappings more than 64 deep" in one_error(path)

@@ -18,7 +18,6 @@ Diagnostic rows (``protocol == "diagnostics"``; the full results also go to the 
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
@@ -30,10 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustact.experiments import builders as B
-from robustact.experiments._specextra import AE_TRAINING, DIAGNOSTICS
+from robustact.experiments import _specextra as X
+from robustact.experiments._specextra import DIAGNOSTICS, apply_transform
 from robustact.experiments.records import MetricRow
-from robustact.surgery import find_caps, is_stochastic, replace_activations, straight_through
+from robustact.surgery import is_stochastic, straight_through
 
 __all__ = [
     "TRAINED_DIR",
@@ -99,62 +98,6 @@ def publish_trained(
         os.replace(tmp, b)
 
 
-def _selected(model: nn.Module, where: Any) -> list[str]:
-    """Dotted names of the activations a spec ``where`` selects (all when None)."""
-    _, names = replace_activations(model, "relu", None if where is None else B.where_match(where))
-    return names
-
-
-def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Module:
-    """The cell's ``transform`` (before training): spectral normalisation of every linear
-    and conv weight, or an ``nn.Dropout(p)`` after every (selected) activation."""
-    if not cfg or cfg.get("name", "none") == "none":
-        return model
-    config = getattr(model, "robustact_config", None)
-    if cfg["name"] == "spectral_norm":
-        from robustact.defenses import apply_spectral_norm
-
-        out, _ = apply_spectral_norm(
-            model, n_power_iterations=int(cfg.get("n_power_iterations", 1)),
-            exclude=list(cfg.get("exclude", [])),
-        )  # fmt: skip
-    elif cfg["name"] == "dropout":
-        out = copy.deepcopy(model)
-        for name in _selected(out, cfg.get("where")):
-            parent, _, child = name.rpartition(".")
-            holder = out.get_submodule(parent) if parent else out
-            act = getattr(holder, child)
-            setattr(holder, child, nn.Sequential(act, nn.Dropout(float(cfg["p"]))))
-    else:
-        raise ValueError(f"unknown model transform {cfg['name']!r}; use spectral_norm or dropout")
-    if config is not None:
-        object.__setattr__(out, "robustact_config", config)
-    return out
-
-
-def _swap(model: nn.Module, cfg: Mapping[str, Any], example: Tensor) -> nn.Module:
-    if cfg["name"] == "cap":
-        caps = find_caps(model)
-        if not caps:
-            raise ValueError("swap {name: cap} needs S-ReLU/D-ReLU caps; the model has none")
-        v = float(cfg["max_value"])
-        with torch.no_grad():
-            for _, m in caps:
-                if isinstance(m.max_value, Tensor):
-                    m.max_value.fill_(v)
-                else:
-                    m.max_value = v
-        return model
-    args = {k: v for k, v in cfg.items() if k not in ("name", "count", *B.PLACEMENT_KEYS)}
-    where = cfg.get("where")
-    if "count" in cfg:
-        where = list(range(int(cfg["count"])))
-    factory = B.activation_factory(str(cfg["name"]), args)
-    match = None if where is None else B.where_match(where)
-    out, _ = replace_activations(model, factory, match, example_input=example)
-    return out
-
-
 def defended_model(
     model: nn.Module, config: Mapping[str, Any], train_x: Tensor, seed: int
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -168,21 +111,11 @@ def defended_model(
     dev = next((p.device for p in model.parameters()), train_x.device)
     swap, prep = config.get("swap"), config.get("preprocess")
     if swap:
-        model = _swap(model, swap, train_x[:8].to(dev))
+        model = X.apply_swap(model, swap, train_x[:8].to(dev))
     if prep:
-        from robustact.defenses import Preprocessed, get_preprocess, train_autoencoder
+        from robustact.defenses import Preprocessed
 
-        name = str(prep["name"])
-        kw = {k: v for k, v in prep.items() if k != "name" and k not in AE_TRAINING}
-        if name == "autoencoder":
-            kw["in_channels"] = int(train_x.shape[1])
-        step = get_preprocess(name, **kw).to(dev)
-        if name == "autoencoder":
-            opts = {**AE_TRAINING, **{k: prep[k] for k in AE_TRAINING if k in prep}}
-            extra["autoencoder_mse"] = train_autoencoder(
-                step, train_x.to(dev), int(opts["epochs"]), float(opts["noise_std"]),
-                lr=float(opts["lr"]), batch_size=int(opts["batch_size"]), seed=seed,
-            )  # fmt: skip
+        step, extra = X.build_preprocess(prep, train_x.to(dev), seed)
         model = Preprocessed(model, step)
     model.eval()
     return model, extra
@@ -233,6 +166,96 @@ def _layer_growth(
     return rows, extra
 
 
+def _zero_gradient(model: nn.Module, x: Tensor, y: Tensor, o: Mapping[str, Any],
+                   **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    from robustact.evaluate import diagnostics as D
+
+    zn = "L2" if o["norm"] == "l2" else "Linf"
+    z = D.zero_gradient_distance(model, x, y, eps=o["eps"], steps=o["steps"],
+                                 step_size=o["step_size"], norm=zn)  # fmt: skip
+    rows = [MetricRow("diagnostics", "zero_gradient", "found_fraction", z.found_fraction)]
+    if not math.isnan(z.mean_distance):
+        rows.append(MetricRow("diagnostics", "zero_gradient", "mean_distance", z.mean_distance))
+    return rows, {"mean_distance": z.mean_distance, "found_fraction": z.found_fraction}
+
+
+def _sensitivity_map(model: nn.Module, x: Tensor, y: Tensor, o: Mapping[str, Any],
+                     **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    from robustact.evaluate import diagnostics as D
+
+    rows, extra = [], {}
+    for bpda in (False, True) if o["bpda"] else (False,):
+        smap, scores = D.sensitivity_map(model, x, y, bpda=bpda)
+        label = "sensitivity_map" + ("+bpda" if bpda else "")
+        rows.append(MetricRow("diagnostics", label, "score_mean", float(scores.mean())))
+        i = int((y == 5).nonzero()[0]) if bool((y == 5).any()) else 0
+        extra[label] = {
+            "score_mean": float(scores.mean()), "example_index": i,
+            "example_label": int(y[i]), "example_score": float(scores[i]),
+            "example_map": smap[i].sum(0).cpu().round(decimals=8).tolist(),
+        }  # fmt: skip
+    return rows, extra
+
+
+def _negative_unit_ratio(model: nn.Module, x: Tensor, _y: Tensor, _o: Mapping[str, Any],
+                         **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    from robustact.evaluate import diagnostics as D
+
+    ratios = D.negative_unit_ratio(model, x)
+    rows = [MetricRow("diagnostics", f"negative_unit_ratio/{r.name}", k, getattr(r, k))
+            for r in ratios for k in ("pre", "post")]  # fmt: skip
+    return rows, [vars(r) for r in ratios]
+
+
+def _cap_trajectory(*_a: Any, history: Sequence[Mapping[str, Any]],
+                    **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    from robustact.evaluate import diagnostics as D
+
+    hist = [{"epoch": h["epoch"], "caps": h["caps"]} for h in history if h.get("caps")]
+    if not hist:
+        return [], {"skipped": "the model has no S-ReLU/D-ReLU caps"}
+    traj = D.cap_trajectories(hist)
+    rows = [MetricRow("diagnostics", f"cap/{layer}", k, t[k][-1])
+            for layer, t in traj.items() for k in ("min", "mean", "max")]  # fmt: skip
+    return rows, traj
+
+
+def _input_gradient_norm(model: nn.Module, x: Tensor, y: Tensor, o: Mapping[str, Any],
+                         **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    from robustact.defenses import input_gradient_norm
+
+    v = float(input_gradient_norm(model, x, y, norm=o["norm"]).mean())
+    return [MetricRow("diagnostics", "input_gradient_norm", "mean", v)], v
+
+
+def _pgd_steps(model: nn.Module, x: Tensor, y: Tensor, o: Mapping[str, Any], *,
+               eps: Sequence[float], norm: str, seed: int,
+               **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    rows, curve = [], {}
+    for e in eps:
+        for k in o["steps"]:
+            atk = _pgd(e, k, o["step_size"] or 2.5 * e / k, norm, seed, eot=o["eot"])
+            acc = _accuracy(model, atk(model, x, y), y)
+            curve[f"{k}@{e:g}"] = acc
+            rows.append(MetricRow("diagnostics", f"pgd_steps/{k}", "accuracy", acc, e, norm))
+    return rows, curve
+
+
+def _layer_growth_entry(model: nn.Module, x: Tensor, y: Tensor, o: Mapping[str, Any], *,
+                        eps: Sequence[float], norm: str, seed: int,
+                        **_: Any) -> tuple[list[MetricRow], Any]:  # fmt: skip
+    return _layer_growth(model, x, y, o, eps, norm, seed)
+
+
+#: The runner of each diagnostic of :data:`robustact.experiments._specextra.DIAGNOSTICS`.
+_RUNNERS: dict[str, Any] = {
+    "layer_growth": _layer_growth_entry, "zero_gradient": _zero_gradient,
+    "sensitivity_map": _sensitivity_map, "negative_unit_ratio": _negative_unit_ratio,
+    "cap_trajectory": _cap_trajectory, "input_gradient_norm": _input_gradient_norm,
+    "pgd_steps": _pgd_steps,
+}  # fmt: skip
+
+
 def run_diagnostics(
     model: nn.Module,
     x: Tensor,
@@ -257,67 +280,13 @@ def run_diagnostics(
     Returns:
         ``(rows, extra)`` (see the module docstring).
     """
-    from robustact.evaluate import diagnostics as D
-
     rows: list[MetricRow] = []
     extra: dict[str, Any] = {}
     for d in diagnostics:
         o = _opts(d)
         name = str(o["name"])
         xs, ys = x[: o.get("n", len(x))], y[: o.get("n", len(y))]
-        if name == "layer_growth":
-            lg_rows, extra[name] = _layer_growth(model, xs, ys, o, eps, norm, seed)
-            rows += lg_rows
-        elif name == "zero_gradient":
-            zn = "L2" if o["norm"] == "l2" else "Linf"
-            z = D.zero_gradient_distance(model, xs, ys, eps=o["eps"], steps=o["steps"],
-                                         step_size=o["step_size"], norm=zn)  # fmt: skip
-            extra[name] = {"mean_distance": z.mean_distance, "found_fraction": z.found_fraction}
-            rows.append(MetricRow("diagnostics", name, "found_fraction", z.found_fraction))
-            if not math.isnan(z.mean_distance):
-                rows.append(MetricRow("diagnostics", name, "mean_distance", z.mean_distance))
-        elif name == "sensitivity_map":
-            extra[name] = {}
-            for bpda in (False, True) if o["bpda"] else (False,):
-                smap, scores = D.sensitivity_map(model, xs, ys, bpda=bpda)
-                label = name + ("+bpda" if bpda else "")
-                rows.append(MetricRow("diagnostics", label, "score_mean", float(scores.mean())))
-                i = int((ys == 5).nonzero()[0]) if bool((ys == 5).any()) else 0
-                extra[name][label] = {
-                    "score_mean": float(scores.mean()), "example_index": i,
-                    "example_label": int(ys[i]), "example_score": float(scores[i]),
-                    "example_map": smap[i].sum(0).cpu().round(decimals=8).tolist(),
-                }  # fmt: skip
-        elif name == "negative_unit_ratio":
-            ratios = D.negative_unit_ratio(model, xs)
-            extra[name] = [vars(r) for r in ratios]
-            for r in ratios:
-                rows.append(MetricRow("diagnostics", f"{name}/{r.name}", "pre", r.pre))
-                rows.append(MetricRow("diagnostics", f"{name}/{r.name}", "post", r.post))
-        elif name == "cap_trajectory":
-            hist = [{"epoch": h["epoch"], "caps": h["caps"]} for h in history if h.get("caps")]
-            if not hist:
-                extra[name] = {"skipped": "the model has no S-ReLU/D-ReLU caps"}
-                continue
-            traj = D.cap_trajectories(hist)
-            extra[name] = traj
-            for layer, t in traj.items():
-                for k in ("min", "mean", "max"):
-                    rows.append(MetricRow("diagnostics", f"cap/{layer}", k, t[k][-1]))
-        elif name == "input_gradient_norm":
-            from robustact.defenses import input_gradient_norm
-
-            v = float(input_gradient_norm(model, xs, ys, norm=o["norm"]).mean())
-            extra[name] = v
-            rows.append(MetricRow("diagnostics", name, "mean", v))
-        elif name == "pgd_steps":
-            curve: dict[str, float] = {}
-            for e in eps:
-                for k in o["steps"]:
-                    step = o["step_size"] or 2.5 * e / k
-                    atk = _pgd(e, k, step, norm, seed, eot=o["eot"])
-                    acc = _accuracy(model, atk(model, xs, ys), ys)
-                    curve[f"{k}@{e:g}"] = acc
-                    rows.append(MetricRow("diagnostics", f"{name}/{k}", "accuracy", acc, e, norm))
-            extra[name] = curve
+        got, extra[name] = _RUNNERS[name](model, xs, ys, o, eps=eps, norm=norm,
+                                          history=history, seed=seed)  # fmt: skip
+        rows += got
     return rows, extra

@@ -30,7 +30,7 @@ __all__ = [
     "MAX_SPEC_DEPTH",
     "MAX_SPEC_VALUES",
     "SHOW_CHARS",
-    "LoadProblem",
+    "LoadProblemError",
     "check_value_size",
     "clip",
     "read_yaml",
@@ -50,7 +50,7 @@ SHOW_CHARS = 80
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-class LoadProblem(ValueError):
+class LoadProblemError(ValueError):
     """The document breaks a bound or is not valid YAML (``where`` is "line L, column C"
     or empty); the caller prefixes the file name."""
 
@@ -64,16 +64,16 @@ def _at(node: Node) -> str:
     return f"line {m.line + 1}, column {m.column + 1}"
 
 
-def _too_big(count: int | None = None) -> LoadProblem:
+def _too_big(count: int | None = None) -> LoadProblemError:
     got = "more than" if count is None else f"{count:,} >"
-    return LoadProblem(
+    return LoadProblemError(
         f"the spec expands to {got} {MAX_SPEC_VALUES:,} values (YAML anchors/aliases "
         "repeat a value each time they are used); write the values out or split the spec"
     )
 
 
-def _too_deep() -> LoadProblem:
-    return LoadProblem(f"the spec nests lists/mappings more than {MAX_SPEC_DEPTH} deep")
+def _too_deep() -> LoadProblemError:
+    return LoadProblemError(f"the spec nests lists/mappings more than {MAX_SPEC_DEPTH} deep")
 
 
 def _check_unique_keys(node: MappingNode) -> None:
@@ -83,90 +83,81 @@ def _check_unique_keys(node: MappingNode) -> None:
             continue
         first = seen.setdefault((key.tag, key.value), key)
         if first is not key:
-            raise LoadProblem(
+            raise LoadProblemError(
                 f"duplicate key {show(key.value)} (first given at line "
                 f"{first.start_mark.line + 1}); give each key once",
                 _at(key),
             )
 
 
-def _children(node: Node) -> list[Node]:
+def _node_children(node: Any) -> list[Node]:
     if isinstance(node, SequenceNode):
         return list(node.value)
     if isinstance(node, MappingNode):
+        _check_unique_keys(node)
         return [n for pair in node.value for n in pair]
     return []
 
 
-def check_node_graph(root: Node) -> None:
-    """Enforce the bounds on a composed YAML graph without expanding it.
+def _value_children(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [v for kv in value.items() for v in kv]
+    return list(value) if isinstance(value, (list, tuple)) else []
 
-    Iterative depth-first walk; each distinct node is sized once (aliases share nodes), so
-    the cost is linear in the file, whatever it expands to.
 
-    Raises:
-        LoadProblem: a repeated key, a recursive alias, too deep or too big.
-    """
+def _walk(root: Any, children: Any, where: Any) -> None:
+    """Size a graph (nodes or values) without expanding it: an iterative depth-first walk
+    sizing each distinct container once (shared ones are reused), so the cost is linear
+    in the distinct containers, whatever the graph expands to."""
     size: dict[int, int] = {}
     on_path: set[int] = set()
-    stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
+    stack: list[tuple[Any, int, list[Any] | None]] = [(root, 1, None)]
     while stack:
-        node, depth, done = stack.pop()
-        nid = id(node)
-        if done:
-            on_path.discard(nid)
-            size[nid] = 1 + sum(size[id(c)] for c in _children(node))
-            if size[nid] > MAX_SPEC_VALUES:
+        item, depth, kids = stack.pop()
+        iid = id(item)
+        if kids is not None:  # all children sized
+            on_path.discard(iid)
+            size[iid] = 1 + sum(size.get(id(k), 1) for k in kids)
+            if size[iid] > MAX_SPEC_VALUES:
                 raise _too_big()
             continue
-        if nid in size:
+        if iid in size:
             continue
-        if nid in on_path:
-            raise LoadProblem("an alias refers to a value that contains it (a recursive "
-                              "value); write the value out", _at(node))  # fmt: skip
+        if iid in on_path:
+            raise LoadProblemError(
+                "a value contains itself (a YAML alias inside its own anchor, or "
+                "a recursive list or mapping); write the value out",
+                where(item),
+            )
         if depth > MAX_SPEC_DEPTH:
             raise _too_deep()
-        if isinstance(node, MappingNode):
-            _check_unique_keys(node)
-        on_path.add(nid)
-        stack.append((node, depth, True))
-        stack.extend((c, depth + 1, False) for c in _children(node))
+        kids = children(item)
+        if not kids and not isinstance(item, (Mapping, list, tuple, SequenceNode, MappingNode)):
+            continue  # a scalar: size 1, nothing to remember
+        if len(kids) > MAX_SPEC_VALUES:
+            raise _too_big()
+        on_path.add(iid)
+        stack.append((item, depth, kids))
+        stack.extend((k, depth + 1, None) for k in kids)
+
+
+def check_node_graph(root: Node) -> None:
+    """Enforce the bounds on a composed YAML graph before any value is built.
+
+    Raises:
+        LoadProblemError: a repeated key, a recursive alias, too deep or too big.
+    """
+    _walk(root, _node_children, _at)
 
 
 def check_value_size(data: Any) -> None:
     """The same bounds on an already built document (``parse_spec`` of a Python object,
-    whose lists may share or contain themselves).
+    whose lists may be shared or contain themselves).
 
     Raises:
-        LoadProblem: too big, too deep or recursive.
+        LoadProblemError: too big, too deep or recursive.
     """
-    size: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
-    while stack:
-        value, depth, done = stack.pop()
-        if not isinstance(value, (list, tuple, Mapping)):
-            continue
-        vid = id(value)
-        items = list(value.items()) if isinstance(value, Mapping) else list(value)
-        kids = [v for kv in items for v in kv] if isinstance(value, Mapping) else items
-        if done:
-            on_path.discard(vid)
-            size[vid] = 1 + sum(size.get(id(k), 1) for k in kids)
-            if size[vid] > MAX_SPEC_VALUES:
-                raise _too_big()
-            continue
-        if vid in size:
-            continue
-        if vid in on_path:
-            raise LoadProblem("a value contains itself (a recursive list or mapping)")
-        if depth > MAX_SPEC_DEPTH:
-            raise _too_deep()
-        if len(kids) > MAX_SPEC_VALUES:
-            raise _too_big(len(kids))
-        on_path.add(vid)
-        stack.append((value, depth, True))
-        stack.extend((k, depth + 1, False) for k in kids)
+    _walk(data, _value_children, lambda _: "")
 
 
 # libyaml when present (the pure-Python parser takes seconds per 100 KiB); its composer
@@ -178,9 +169,8 @@ _CLOSE = (yaml.BlockEndToken, yaml.FlowSequenceEndToken, yaml.FlowMappingEndToke
 
 
 def _check_tokens(text: str) -> None:
-    depth = count = 0
-    for token in yaml.scan(text, Loader=_BaseLoader):
-        count += 1
+    depth = 0
+    for count, token in enumerate(yaml.scan(text, Loader=_BaseLoader)):
         if count > 4 * MAX_SPEC_VALUES + 16:
             raise _too_big()
         if isinstance(token, _OPEN):
@@ -191,7 +181,7 @@ def _check_tokens(text: str) -> None:
             depth -= 1
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _Loader(_BaseLoader):
     """Safe loader that checks the composed graph before building any value."""
 
     def get_single_data(self) -> Any:
@@ -206,15 +196,15 @@ def read_yaml(raw: bytes) -> Any:
     """The document of a spec file's bytes (plain YAML types only).
 
     Raises:
-        LoadProblem: not UTF-8, too big, invalid YAML or a broken bound.
+        LoadProblemError: not UTF-8, too big, invalid YAML or a broken bound.
     """
     if len(raw) > MAX_SPEC_BYTES:
-        raise LoadProblem(f"the file is larger than {MAX_SPEC_BYTES:,} bytes, the most a "
+        raise LoadProblemError(f"the file is larger than {MAX_SPEC_BYTES:,} bytes, the most a "
                           "spec may have")  # fmt: skip
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise LoadProblem(
+        raise LoadProblemError(
             f"not a UTF-8 text file (byte 0x{raw[e.start]:02x} at offset {e.start}); a spec "
             "is YAML text"
         ) from None
@@ -227,7 +217,7 @@ def read_yaml(raw: bytes) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise LoadProblem(f"invalid YAML: {clip(str(problem), 200)}", where) from None
+        raise LoadProblemError(f"invalid YAML: {clip(str(problem), 200)}", where) from None
     except RecursionError:
         raise _too_deep() from None
     finally:

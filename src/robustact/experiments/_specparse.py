@@ -263,13 +263,23 @@ def _name_path(node: Any, path: str) -> str:
     return join(path, "name") if isinstance(node, Mapping) else path
 
 
-def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+def registered(
+    node: Any, names: Sequence[str], kind: str, path: str, ctx: Ctx
+) -> tuple[str, dict[str, Any]] | None:
+    """A grid entry ``name`` or ``{name, **options}`` whose name is one of ``names``:
+    ``(registered spelling, options)``, or None after an error."""
     got = named(node, path, ctx)
     if got is None:
         return None
-    name = lookup(got[0], list_datasets(), "dataset", _name_path(node, path), ctx)
-    if name is None:
+    name = lookup(got[0], names, kind, _name_path(node, path), ctx)
+    return None if name is None else (name, got[1])
+
+
+def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    got = registered(node, list_datasets(), "dataset", path, ctx)
+    if got is None:
         return None
+    name = got[0]
     params = {
         k: p for k, p in B.callable_params(DATASETS.get(name)).items() if k not in ("root", "split")
     }
@@ -282,12 +292,10 @@ def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
 
 
 def model_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    got = registered(node, list_models(), "model", path, ctx)
     if got is None:
         return None
-    name = lookup(got[0], list_models(), "model", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     refuse = {
         "num_classes": "set from the dataset",
         "in_channels": "set from the dataset",
@@ -329,12 +337,10 @@ def _where(v: Any, path: str, ctx: Ctx) -> Any:
 
 
 def activation_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    got = registered(node, list_activations(), "activation", path, ctx)
     if got is None:
         return None
-    name = lookup(got[0], list_activations(), "activation", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     opts = dict(got[1])
     n0 = len(ctx.errors)
     cfg: dict[str, Any] = {"name": name}
@@ -372,13 +378,11 @@ def activation_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
 
 
 def attack_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    names = B.attack_names(training=True)
+    got = registered(node, names, "attack", path, ctx)
     if got is None:
         return None
-    names = B.attack_names(training=True)
-    name = lookup(got[0], names, "attack", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     cls = B.TRAIN_ONLY_ATTACKS.get(name) or B.ATTACKS.get(name)
     kw = kwargs_against(got[1], B.callable_params(cls), path, ctx)
     if kw is None:
@@ -396,13 +400,11 @@ _OBJ_EXTRA = ("penalty",)
 
 
 def objective_entry(node: Any, path: str, ctx: Ctx, depth: int = 0) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    names = [*list_objectives(), "two_phase"]
+    got = registered(node, names, "objective", path, ctx)
     if got is None:
         return None
-    names = [*list_objectives(), "two_phase"]
-    name = lookup(got[0], names, "objective", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     opts = dict(got[1])
     n0 = len(ctx.errors)
     cfg: dict[str, Any] = {"name": name}

@@ -212,7 +212,7 @@ class Spec:
         out: list[Cell] = []
         seen: set[str] = set()
         for g in spec.grid.blocks():
-            parts = [_axis_parts(g, key, base_training) for key, _ in AXES]
+            parts = [_axis_parts(g, a.key, base_training) for a in AXES]
             for idx in g.live():
                 chosen = [p[i] for p, i in zip(parts, idx, strict=True)]
                 items = dict(fixed)
@@ -292,7 +292,7 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
         raise SpecError([f"{src}: cannot read the spec: {e.strerror or e}"]) from None
     try:
         data = L.read_yaml(raw)
-    except L.LoadProblem as e:
+    except L.LoadProblemError as e:
         raise SpecError([f"{src}: {e.where + ': ' if e.where else ''}{e}"]) from None
     return parse_spec(data, source=src, base_dir=p.parent)
 
@@ -311,7 +311,7 @@ def parse_spec(
     ctx = P.Ctx(source)
     try:
         L.check_value_size(data)
-    except L.LoadProblem as e:
+    except L.LoadProblemError as e:
         raise SpecError([f"{source}: {e}"]) from None
     top = P.mapping(data, "", ctx)
     if top is None:
@@ -364,8 +364,9 @@ def _check_grid_size(spec: Spec, ctx: P.Ctx) -> None:
     for label, s in (("grid", spec), ("quick.grid", spec.resolved(True) if spec.quick else None)):
         n = 0 if s is None else s.grid.size()
         if n > MAX_GRID_CELLS:
-            ctx.err(label, f"the grid has {n:,} cells (the product of its axes, before exclude); "
-                    f"at most {MAX_GRID_CELLS:,}: use include blocks or split the spec")  # fmt: skip
+            ctx.err(label, f"the grid has {n:,} cells (the product of its axes, before "
+                    f"exclude); at most {MAX_GRID_CELLS:,}: use include blocks or split the "
+                    "spec")  # fmt: skip
             raise SpecError(ctx.errors)
 
 
@@ -443,7 +444,7 @@ def spec_summary(spec: Spec, quick: bool = False) -> Mapping[str, Any]:
     """Counts per axis and the number of cells (for ``robustact run --dry-run``)."""
     s = spec.resolved(quick)
     g = s.grid
-    counts = {grid_key: len(g.axis(key)) for key, grid_key in AXES}
+    counts = {a.grid_key: len(g.axis(a.key)) for a in AXES}
     return {
         "name": s.name, **counts, "include": len(g.include), "cells": len(s.cells()),
         "protocols": [p.name for p in s.evaluation.protocols], "eps": list(s.evaluation.eps),
