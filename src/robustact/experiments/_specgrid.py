@@ -33,6 +33,7 @@ from typing import Any
 
 from robustact.experiments import _specextra as X
 from robustact.experiments import _specparse as P
+from robustact.experiments._specparse import Entry
 from robustact.experiments._specsections import training_section
 
 __all__ = ["AXES", "Entry", "Grid", "parse_grid"]
@@ -82,30 +83,6 @@ _GRID_KEY = {a.key: a.grid_key for a in AXES}
 #: Axes whose ``none`` value is left out of the cell config.
 OPTIONAL_AXES = tuple(a.key for a in AXES if a.optional)
 _GRID_KEYS = (*(a.grid_key for a in AXES), "exclude", "include")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One value of a grid axis: its canonical config and where it is written."""
-
-    config: dict[str, Any]
-    path: str
-
-    @property
-    def name(self) -> str:
-        return str(self.config["name"])
-
-    @property
-    def label(self) -> str:
-        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
-        hidden = ("name", "where", "insert", "training")
-        args = [f"{k}={v}" for k, v in self.config.items() if k not in hidden]
-        text = self.name + (f"({', '.join(args)})" if args else "")
-        if "where" in self.config:
-            text += f"@{self.config['where']}"
-        if "insert" in self.config:
-            text += f"+{self.config['insert']}"
-        return text
 
 
 def _none(key: str) -> tuple[Entry, ...]:

@@ -197,8 +197,6 @@ def typed_value(name: str, v: Any, param: inspect.Parameter | None, path: str, c
     if v is None and param is not None and param.default is None:
         return None
     if name in _RANGES:
-        if v is None and param is not None and param.default is None:
-            return None
         return ranged(name, v, path, ctx)
     default = None if param is None else param.default
     if isinstance(default, bool):
@@ -243,6 +241,30 @@ def kwargs_against(
 
 
 # --------------------------------------------------------------------------- grid entries
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One value of a grid axis: its canonical config and where it is written."""
+
+    config: dict[str, Any]
+    path: str
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def label(self) -> str:
+        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
+        hidden = ("name", "where", "insert", "training")
+        args = [f"{k}={v}" for k, v in self.config.items() if k not in hidden]
+        text = self.name + (f"({', '.join(args)})" if args else "")
+        if "where" in self.config:
+            text += f"@{self.config['where']}"
+        if "insert" in self.config:
+            text += f"+{self.config['insert']}"
+        return text
 
 
 def named(node: Any, path: str, ctx: Ctx) -> tuple[Any, dict[str, Any]] | None:

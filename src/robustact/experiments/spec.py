@@ -79,6 +79,12 @@ Keys (``name``, ``grid`` and ``evaluation.eps`` are required):
 :func:`load_spec` checks the whole file before any work starts and raises one
 :class:`SpecError` listing every problem, one line each, as ``file: path: message``
 (with the closest known name or key where one is near).
+
+Limits (a spec is untrusted input; see :mod:`robustact.experiments._specload`): a file
+of at most 256 KiB of UTF-8 YAML, at most 20 000 values after expanding anchors/aliases,
+nested at most 64 deep, no repeated mapping key, no ``!!python`` tags; a grid of at most
+:data:`MAX_GRID_CELLS` cells, counted from the axis lengths before anything is expanded.
+Expanding a grid costs time linear in its cells.
 """
 
 from __future__ import annotations
@@ -91,9 +97,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustact.attacks.threat import canonical_norm
 from robustact.experiments import _speccheck as C
-from robustact.experiments import _specextra as X
 from robustact.experiments import _specgrid as G
 from robustact.experiments import _specload as L
 from robustact.experiments import _specparse as P
@@ -113,7 +117,6 @@ MAX_GRID_CELLS = 1_000_000
 #: What ``--quick`` does to a spec that has no ``quick:`` block.
 DEFAULT_QUICK: dict[str, Any] = {"training": {"epochs": 2}, "evaluation": {"fast": True, "n": 500}}
 
-_EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size", "diagnostics")
 _TOP_KEYS = ("name", "description", "grid", "training", "evaluation", "quick", "output_dir",
              "data_root")  # fmt: skip
 
@@ -333,7 +336,11 @@ def parse_spec(
         dirs[key] = None if v is None else base / Path(v).expanduser()
     grid = G.parse_grid(top["grid"], "grid", ctx, partial=False) if "grid" in top else {}
     training = S.training_section(top.get("training", {}), "training", ctx) or {}
-    ev = _evaluation(top["evaluation"], "evaluation", ctx, False) if "evaluation" in top else {}
+    ev = (
+        S.evaluation_section(top["evaluation"], "evaluation", ctx, False)
+        if "evaluation" in top
+        else {}
+    )
     quick = _quick(top["quick"], "quick", ctx, top.get("grid")) if "quick" in top else None
     axes = ("datasets", "models", "activations", "objectives", "seeds")
     optional = ("preprocess", "transforms", "swaps")
@@ -373,58 +380,6 @@ def _check_grid_size(spec: Spec, ctx: P.Ctx) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def _evaluation(node: Any, path: str, ctx: P.Ctx, partial: bool) -> dict[str, Any]:
-    m = P.mapping(node, path, ctx)
-    if m is None:
-        return {}
-    P.check_keys(m, _EVAL_KEYS, path, ctx, required=() if partial else ("eps",))
-    out: dict[str, Any] = {}
-    if "protocols" in m or not partial:
-        kp = P.join(path, "protocols")
-        raw = m.get("protocols", ["seed", "adaptive"])
-        entries: list[Entry] = []
-        for i, item in enumerate(P.listing(raw, kp, ctx) or []):
-            cfg = S.protocol_entry(item, P.join(kp, i), ctx)
-            if cfg is None:
-                continue
-            if any(e.name == cfg["name"] for e in entries):
-                ctx.err(P.join(kp, i), f"protocol {P.show(cfg['name'])} is listed twice")
-                continue
-            entries.append(Entry(cfg, P.join(kp, i)))
-        out["protocols"] = tuple(entries)
-    if "eps" in m:
-        raw_eps = m["eps"] if isinstance(m["eps"], list) else [m["eps"]]
-        ep = P.join(path, "eps")
-        eps: list[float] = []
-        if not raw_eps:
-            ctx.err(ep, "expected a number >= 0 or a non-empty list of them")
-        for i, e in enumerate(raw_eps):
-            v = P.ranged("eps", e, P.join(ep, i) if isinstance(m["eps"], list) else ep, ctx)
-            if v is not None and v in eps:
-                ctx.err(P.join(ep, i), f"duplicate eps {v:g}")
-            elif v is not None:
-                eps.append(v)
-        out["eps"] = tuple(eps)
-    if "norm" in m:
-        try:
-            out["norm"] = canonical_norm(str(m["norm"]))
-        except ValueError:
-            ctx.err(P.join(path, "norm"), f"expected linf or l2, got {P.show(m['norm'])}")
-    if "n" in m:
-        out["n"] = None if m["n"] is None else P.ranged("n", m["n"], P.join(path, "n"), ctx)
-    if "batch_size" in m:
-        out["batch_size"] = P.ranged("batch_size", m["batch_size"], P.join(path, "batch_size"), ctx)
-    if "diagnostics" in m:
-        dp = P.join(path, "diagnostics")
-        out["diagnostics"] = X.diagnostics_section(m["diagnostics"], dp, ctx)
-    for k in ("fast", "masking"):
-        if k in m:
-            if not isinstance(m[k], bool):
-                ctx.err(P.join(path, k), f"expected true or false, got {P.show(m[k])}")
-            out[k] = bool(m[k])
-    return out
-
-
 def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] | None:
     m = P.mapping(node, path, ctx)
     if m is None:
@@ -436,7 +391,9 @@ def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] |
     if "training" in m:
         out["training"] = S.training_section(m["training"], P.join(path, "training"), ctx) or {}
     if "evaluation" in m:
-        out["evaluation"] = _evaluation(m["evaluation"], P.join(path, "evaluation"), ctx, True)
+        out["evaluation"] = S.evaluation_section(
+            m["evaluation"], P.join(path, "evaluation"), ctx, True
+        )
     return out
 
 
