@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-from robustact.experiments.cell import load_cell_model, run_cell
+from robustact.experiments.cell import run_cell
 from robustact.experiments.runner import RAY_HINT, run_spec
 from robustact.experiments.spec import parse_spec
 from robustact.experiments.store import ResultStore
+from robustact.train import load_checkpoint
 
 
 def tiny(masking: bool = False, datasets: list[Any] | None = None) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def test_local_run_writes_rows_and_rerun_skips(tmp_path: Path) -> None:
             assert {"data", "train", "evaluate", "masking"} <= set(c.extra["timings"])
             assert c.checkpoint is not None and Path(c.checkpoint).is_file()
         # the checkpoint holds the trained weights (the surgery-placed S-ReLU included)
-        model, meta = load_cell_model(cells[1].checkpoint)
+        model, meta = load_checkpoint(cells[1].checkpoint)
         assert type(model.act1).__name__ == "SReLU" and meta["extra"]["cell_id"] == cells[1].cell_id
         x = torch.rand(5, 1, 8, 8)
         assert model(x).shape == (5, 10)
@@ -167,6 +168,6 @@ def test_defences_diagnostics_and_shared_training(tmp_path: Path) -> None:
     prep = cells["preprocess=bit_depth(bits=1)"]
     assert prep.extra["masking"]["verdict"] in ("suspect", "masked")
     # the spectral-norm cell's checkpoint loads back with its parametrisation
-    model, _ = load_cell_model(cells["transform=spectral_norm"].checkpoint)
+    model, _ = load_checkpoint(cells["transform=spectral_norm"].checkpoint)
     assert hasattr(model.fc1, "parametrizations") and model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     assert len(list((ck / "_trained").iterdir())) == 2  # srelu and srelu+spectral_norm

@@ -158,11 +158,9 @@ def resolve_checkpoint(path: str) -> Path:
 def load_model(path: str, device: str) -> tuple[Any, dict[str, Any], Path]:
     """Load a checkpoint's model (eval mode, on ``device``), its sidecar and its path.
 
-    Checkpoints of ``robustact train`` and of experiment cells rebuild the activation
-    placement (surgery) from their cell config; plain ``save_checkpoint`` files rebuild
-    from the model config alone.
+    ``robustact.train.load_checkpoint`` rebuilds every checkpoint (surgery and transforms
+    included) from the model config its sidecar records.
     """
-    from robustact.experiments import load_cell_model
     from robustact.train import CheckpointError, load_checkpoint, read_sidecar
 
     p = resolve_checkpoint(path)
@@ -173,10 +171,7 @@ def load_model(path: str, device: str) -> tuple[Any, dict[str, Any], Path]:
                 f"{p} is a {meta.get('kind')!r} checkpoint (training state), not a model; "
                 "pass the model.safetensors that robustact train writes"
             )
-        if "cell" in (meta.get("extra") or {}):
-            model, meta = load_cell_model(p)
-        else:
-            model, meta = load_checkpoint(p)
+        model, meta = load_checkpoint(p)
     except CheckpointError as e:
         raise CLIError(str(e)) from e
     return model.to(device).eval(), meta, p

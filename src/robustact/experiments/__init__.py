@@ -3,8 +3,7 @@ and the SQLite results store (one transaction per finished cell)."""
 
 from __future__ import annotations
 
-from robustact.experiments.cell import execute_cell, load_cell_model, run_cell
-from robustact.experiments.ddp import fit_ddp
+from robustact.experiments.cell import execute_cell, run_cell
 from robustact.experiments.records import (
     CellRecord,
     MetricRow,
@@ -28,8 +27,6 @@ __all__ = [
     "canonical_json",
     "cell_id",
     "execute_cell",
-    "fit_ddp",
-    "load_cell_model",
     "load_spec",
     "parse_spec",
     "run_cell",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -81,21 +80,13 @@ def load_trained(
 def publish_trained(
     checkpoint: str | None, config: Mapping[str, Any], output_dir: str | os.PathLike[str] | None
 ) -> None:
-    """Copy a freshly trained cell checkpoint (and sidecar) to the shared folder; written to
-    a temporary name and renamed, so a reader never sees half a file."""
+    """Copy a freshly trained cell checkpoint to the shared folder (as atomically as a
+    save: a reader sees no checkpoint or the whole one)."""
     if checkpoint is None or output_dir is None:
         return
-    dest = _trained_path(output_dir, config)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    src = Path(checkpoint)
-    for a, b in ((src.with_suffix(".json"), dest.with_suffix(".json")), (src, dest)):
-        tmp = b.with_name(f".{b.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(a, tmp)  # a hard link costs no space
-        except OSError:
-            shutil.copyfile(a, tmp)
-        os.replace(tmp, b)
+    from robustact.train.checkpoint import copy_checkpoint
+
+    copy_checkpoint(checkpoint, _trained_path(output_dir, config))
 
 
 def defended_model(

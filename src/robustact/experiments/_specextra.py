@@ -5,7 +5,6 @@ built here (:func:`preprocess_entry` / :func:`build_preprocess`, :func:`transfor
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -205,7 +204,6 @@ def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Modul
     and conv weight, or an ``nn.Dropout(p)`` after every (selected) activation."""
     if not cfg or cfg.get("name", "none") == "none":
         return model
-    config = getattr(model, "robustact_config", None)
     if cfg["name"] == "spectral_norm":
         from robustact.defenses import apply_spectral_norm
 
@@ -214,17 +212,12 @@ def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Modul
             exclude=list(cfg.get("exclude", [])),
         )  # fmt: skip
     elif cfg["name"] == "dropout":
-        out = copy.deepcopy(model)
-        for name in _selected(out, cfg.get("where")):
-            parent, _, child = name.rpartition(".")
-            holder = out.get_submodule(parent) if parent else out
-            act = getattr(holder, child)
-            setattr(holder, child, nn.Sequential(act, nn.Dropout(float(cfg["p"]))))
+        from robustact.models import add_dropout
+
+        out = add_dropout(model, _selected(model, cfg.get("where")), float(cfg["p"]))
     else:
         raise ValueError(f"unknown model transform {cfg['name']!r}; use spectral_norm or dropout")
-    if config is not None:
-        object.__setattr__(out, "robustact_config", config)
-    return out
+    return out  # both record themselves in robustact_config: checkpoints rebuild them
 
 
 def apply_swap(model: nn.Module, cfg: Mapping[str, Any], example: Tensor) -> nn.Module:

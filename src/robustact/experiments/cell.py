@@ -50,7 +50,6 @@ __all__ = [
     "build_protocol",
     "execute_cell",
     "finish_cell",
-    "load_cell_model",
     "metric_rows_of",
     "prepare_cell",
     "run_cell",
@@ -242,8 +241,9 @@ def run_cell(
 def save_cell_checkpoint(
     path: str | os.PathLike[str], prep: PreparedCell, history: Any, extra: Mapping[str, Any]
 ) -> Path:
-    """Save ``prep.model`` with the sidecar fields :func:`load_cell_model` rebuilds it from
-    (the cell config, its id, input shape and class count), plus ``extra``."""
+    """Save ``prep.model`` (its ``robustact_config`` records the cell's surgery and
+    transform, so ``robustact.train.load_checkpoint`` alone rebuilds it) with the cell
+    config, its id, input shape and class count in the sidecar, plus ``extra``."""
     from robustact.train import save_checkpoint
 
     fields = {"cell": dict(prep.config), "cell_id": prep.cell_id,
@@ -326,28 +326,6 @@ def finish_cell(
     if defence:
         extra["defence"] = defence
     return CellOutput(rows, extra, None if ckpt is None else str(ckpt))
-
-
-def load_cell_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a cell's trained model from its checkpoint, activation placement and model
-    transform included (the bare classifier: without the cell's swap or preprocessing).
-
-    ``robustact.train.load_checkpoint`` alone rebuilds the model from ``create_model``'s
-    config, which does not know about surgery (``where:``/``insert:``); the sidecar of a
-    cell checkpoint also holds the cell config, which does.
-
-    Returns:
-        ``(model in eval mode, sidecar dict)``.
-    """
-    from robustact.train import load_checkpoint, read_sidecar
-
-    extra = read_sidecar(path).get("extra") or {}
-    if "cell" not in extra:
-        raise ValueError(f"{path} is not a cell checkpoint (its sidecar has no cell config)")
-    cell = extra["cell"]
-    c, h, w = (int(v) for v in extra["input_shape"])
-    model = B.build_model(cell["model"], cell["activation"], (c, h, w), int(extra["num_classes"]))
-    return load_checkpoint(path, apply_transform(model, cell.get("transform")))
 
 
 def _summarise_masking(reports: list[dict[str, Any]]) -> dict[str, Any]:
