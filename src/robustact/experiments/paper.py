@@ -14,6 +14,7 @@ path and the fix.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "Row",
     "SourceRef",
     "join_measured",
+    "joined_markdown",
     "list_paper_files",
     "load_paper_numbers",
     "matches",
@@ -118,7 +120,12 @@ class PaperNumber:
 
 @dataclass(frozen=True)
 class PaperTable:
-    """A seed table or figure; a figure without printed numbers has ``numbers_none``."""
+    """A seed table or figure; a figure without printed numbers has ``numbers_none``.
+
+    ``ambiguous`` says where the extracted text does not fix a number's place (those numbers
+    are left out); ``note`` records layout changes (a column group made part of the row) and
+    the seed's own inconsistencies.
+    """
 
     id: str
     kind: str
@@ -132,6 +139,7 @@ class PaperTable:
     numbers: tuple[PaperNumber, ...]
     numbers_none: str | None
     ambiguous: str | None
+    note: str | None
 
     def row(self, label: str) -> Row:
         """The row called ``label`` (KeyError listing the labels if there is none)."""
@@ -145,12 +153,18 @@ class PaperTable:
 
 @dataclass(frozen=True)
 class PaperNumbers:
-    """Every published number a recipe reproduces (one per-recipe file)."""
+    """Every published number a recipe reproduces (one per-recipe file).
+
+    ``quick_stand_ins`` maps a dotted config path to {quick value: full value}: what the
+    recipe's ``--quick`` grid runs in place of the seed's setting (digits for MNIST), so a
+    quick cell can be put beside the row it stands in for (``row_for_config(..., quick=True)``).
+    """
 
     recipe: str
     path: str
     tables: tuple[PaperTable, ...]
     note: str | None
+    quick_stand_ins: Mapping[str, Mapping[Any, Any]]
 
     def table(self, table_id: str) -> PaperTable:
         """The table/figure ``table_id`` (KeyError listing the ids if there is none)."""
@@ -365,7 +379,17 @@ def _number(ctx: _Ctx, node: Any, path: str, unit: str) -> PaperNumber:
 
 
 _TABLE_KEYS = ("id", "kind", "title", "line", "quote", "protocol")
-_TABLE_OPT = ("unit", "columns", "rows", "no_row", "numbers", "numbers_none", "ambiguous", "file")
+_TABLE_OPT = (
+    "unit",
+    "columns",
+    "rows",
+    "no_row",
+    "numbers",
+    "numbers_none",
+    "ambiguous",
+    "note",
+    "file",
+)
 
 
 def _table(ctx: _Ctx, node: Any, path: str) -> PaperTable:
@@ -402,6 +426,7 @@ def _table(ctx: _Ctx, node: Any, path: str) -> PaperTable:
         numbers=numbers,
         numbers_none=none,
         ambiguous=ctx.opt_text(d.get("ambiguous"), f"{path}.ambiguous"),
+        note=ctx.opt_text(d.get("note"), f"{path}.note"),
     )
 
 
@@ -444,7 +469,7 @@ def _check_refs(
 def parse_paper_numbers(data: Any, file: str = "<paper>") -> PaperNumbers:
     """Validate the parsed YAML of one paper-numbers file (``file`` names it in errors)."""
     ctx = _Ctx(file, "")
-    d = ctx.mapping(data, "$", ("recipe", "seed", "tables"), ("note",))
+    d = ctx.mapping(data, "$", ("recipe", "seed", "tables"), ("note", "quick_stand_ins"))
     ctx.seed = ctx.text(d["seed"], "$.seed")
     tables = d["tables"]
     if not isinstance(tables, list):
@@ -462,11 +487,20 @@ def parse_paper_numbers(data: Any, file: str = "<paper>") -> PaperNumbers:
         raise ctx.fail(
             "$.tables", f"duplicate table id(s) {dup}", "give each table its seed id once"
         )
+    stand = d.get("quick_stand_ins") or {}
+    if not isinstance(stand, dict) or not all(isinstance(v, dict) for v in stand.values()):
+        raise ctx.fail(
+            "$.quick_stand_ins",
+            "expected {config.path: {quick value: full value}}",
+            "e.g. dataset.name: {digits: mnist}",
+        )
+    ctx.match(stand or None, "$.quick_stand_ins")
     return PaperNumbers(
         recipe=ctx.text(d["recipe"], "$.recipe"),
         path=file,
         tables=parsed,
         note=ctx.opt_text(d.get("note"), "$.note"),
+        quick_stand_ins=stand,
     )
 
 
@@ -532,14 +566,33 @@ def matches(pattern: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
     return all(_same(v, _lookup(config, k)) for k, v in pattern.items())
 
 
-def row_for_config(paper: PaperNumbers, table: str, cell_config: Mapping[str, Any]) -> str | None:
+def _stand_in(paper: PaperNumbers, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with each quick stand-in value replaced by the seed's."""
+    out: dict[str, Any] = copy.deepcopy(dict(config))
+    for dotted, swap in paper.quick_stand_ins.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] in swap:
+            node[leaf] = swap[node[leaf]]
+    return out
+
+
+def row_for_config(
+    paper: PaperNumbers, table: str, cell_config: Mapping[str, Any], quick: bool = False
+) -> str | None:
     """The label of the row of ``table`` that ``cell_config`` (a Cell.config) reproduces, or None.
+
+    With ``quick=True`` the file's ``quick_stand_ins`` are applied first (a quick digits cell
+    stands in for the seed's MNIST row).
 
     Raises:
         ValueError: more than one row matches (the file's ``match:`` blocks overlap).
     """
     t = paper.table(table)
-    hits = [r.label for r in t.rows if r.match is not None and matches(r.match, cell_config)]
+    cfg = _stand_in(paper, cell_config) if quick else cell_config
+    hits = [r.label for r in t.rows if r.match is not None and matches(r.match, cfg)]
     if len(hits) > 1:
         raise ValueError(
             f"{paper.path}: table {table}: rows {hits} all match one cell; "
@@ -548,16 +601,19 @@ def row_for_config(paper: PaperNumbers, table: str, cell_config: Mapping[str, An
     return hits[0] if hits else None
 
 
-def no_row_reason(paper: PaperNumbers, table: str, cell_config: Mapping[str, Any]) -> str | None:
+def no_row_reason(
+    paper: PaperNumbers, table: str, cell_config: Mapping[str, Any], quick: bool = False
+) -> str | None:
     """Why the seed's ``table`` has no row for this cell: the first ``no_row:`` pattern it matches.
 
     None when a row matches the cell (no_row patterns are the fallback for unmatched cells) or
     when no pattern does (then the file has not accounted for the cell).
     """
-    if row_for_config(paper, table, cell_config) is not None:
+    if row_for_config(paper, table, cell_config, quick=quick) is not None:
         return None
+    cfg = _stand_in(paper, cell_config) if quick else cell_config
     for nr in paper.table(table).no_rows:
-        if matches(nr.match, cell_config):
+        if matches(nr.match, cfg):
             return nr.reason
     return None
 
@@ -661,3 +717,24 @@ def join_measured(
             JoinedRow(*key, None, m["seed_protocol"], m["adaptive"], m["worst_case"], m["verdict"])
         )
     return out
+
+
+JOIN_HEADER = (
+    "table",
+    "row",
+    "column",
+    "paper",
+    "seed protocol (ours)",
+    "adaptive (ours)",
+    "worst case",
+    "verdict",
+)
+
+
+def joined_markdown(rows: list[JoinedRow], digits: int = 4) -> str:
+    """The joined rows as a Markdown table (fractions; ``not run`` where we have no number)."""
+    lines = ["| " + " | ".join(JOIN_HEADER) + " |", "|" + "---|" * len(JOIN_HEADER)]
+    lines += [
+        "| " + " | ".join(c.replace("|", "\\|") for c in r.cells(digits)) + " |" for r in rows
+    ]
+    return "\n".join(lines) + "\n"
