@@ -37,11 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from robustact.activations import SReLU
-from robustact.attacks import PGD
+from robustact.attacks import PGD, Adaptive
 from robustact.certify import certified_accuracy
 from robustact.models.cnn import ShallowCNN
 from robustact.models.mlp import MLP
-from robustact.surgery import straight_through
 from robustact.train import TrainConfig, fit, get_objective
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +84,8 @@ def attacked(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -> T
               restarts=2, seed=0)  # fmt: skip
     with torch.no_grad():
         alive = model(x).argmax(1) == y
-    for bpda in (False, True):
-        if bpda:
-            with straight_through(model):
-                x_adv = pgd(model, x, y)
-        else:
-            x_adv = pgd(model, x, y)
+    for attack in (pgd, Adaptive(pgd, bpda=True)):
+        x_adv = attack(model, x, y)
         with torch.no_grad():
             alive &= model(x_adv).argmax(1) == y
     return alive

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
-from robustact.attacks.engine import Schedule, ascent, check_int, target_classes
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
+from robustact.attacks.engine import Restarts, Schedule, ascent, check_int, target_classes
 from robustact.attacks.losses import get_loss
 
 _MOMENTUM = 0.75  # weight of the new step; 0.25 carries over the previous displacement
@@ -73,22 +73,21 @@ class APGD(Attack):
         t = t / scale.reshape(-1, *([1] * (x.dim() - 1)))
         return self.threat.project(x + self.eps * t, x)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         gen = self.generator(x.device)
         clean = self.logits(model, x, self.eot)
-        success = clean.argmax(1) != y
-        out = x.clone()
-        todo = torch.nonzero(~success).squeeze(1)
+        runs = Restarts(x, clean.argmax(1) != y, torch.ones_like(y))
         ranks: list[int | None] = [None]
         if self.targeted:
             ranks = list(range(1, min(self.n_target_classes, clean.shape[1] - 1) + 1))
         for rank in ranks:
             for _ in range(self.restarts):
+                todo = runs.todo
                 if todo.numel() == 0:
                     break
                 xs, ys = x[todo], y[todo]
                 target = None if rank is None else target_classes(clean[todo], ys, rank)
-                adv, f = ascent(
+                outcome = ascent(
                     self,
                     model,
                     xs,
@@ -103,24 +102,8 @@ class APGD(Attack):
                     eot=self.eot,
                     target=target,
                 )
-                out[todo] = adv
-                success[todo[f]] = True
-                todo = todo[~f]
-        self.last_success = success
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        d = {
-            **super().describe(),
-            "loss": self.loss,
-            "steps": self.steps,
-            "restarts": self.restarts,
-            "targeted": self.targeted,
-            "eot": self.eot,
-        }
-        if self.targeted:
-            d["n_target_classes"] = self.n_target_classes
-        return d
+                runs.record(*outcome)
+        return runs.result()
 
 
 @ATTACKS.register("apgd-ce")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
-from robustact.attacks.engine import ascent, check_float, check_int, target_classes
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
+from robustact.attacks.engine import Restarts, ascent, check_float, check_int, target_classes
 from robustact.attacks.losses import get_loss
 
 
@@ -65,26 +63,23 @@ class PGD(Attack):
         self.restarts = check_int("restarts", restarts, 1)
         self.eot = check_int("eot", eot, 1)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         gen = self.generator(x.device)
-        out = x.clone()
-        success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        todo = torch.arange(x.shape[0], device=x.device)
-        clean: Tensor | None = None
-        if self.targeted:
-            clean = self.logits(model, x, self.eot)
-            success = clean.argmax(1) != y
-            out_k = clean.shape[1]
-            todo = todo[~success]
+        # targeted: the clean pass ranks the targets, and points already wrong are skipped
+        clean = self.logits(model, x, self.eot) if self.targeted else None
+        runs = (
+            Restarts(x) if clean is None else Restarts(x, clean.argmax(1) != y, torch.ones_like(y))
+        )
         for r in range(self.restarts):
+            todo = runs.todo
             if todo.numel() == 0:
                 break
             xs, ys = x[todo], y[todo]
             start = self.threat.init(xs, gen) if self.random_start else xs
             target = None
             if clean is not None:
-                target = target_classes(clean[todo], ys, r % (out_k - 1) + 1)
-            adv, f = ascent(
+                target = target_classes(clean[todo], ys, r % (clean.shape[1] - 1) + 1)
+            outcome = ascent(
                 self,
                 model,
                 xs,
@@ -96,20 +91,5 @@ class PGD(Attack):
                 eot=self.eot,
                 target=target,
             )
-            out[todo] = adv
-            success[todo[f]] = True
-            todo = todo[~f]
-        self.last_success = success
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "loss": self.loss,
-            "random_start": self.random_start,
-            "restarts": self.restarts,
-            "targeted": self.targeted,
-            "eot": self.eot,
-        }
+            runs.record(*outcome)
+        return runs.result()

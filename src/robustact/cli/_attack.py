@@ -6,21 +6,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from robustact.cli._args import eps_value, is_stdout, write_json_or_stdout
 from robustact.cli._common import (
     CLIError,
     add_data_options,
     check_eps,
     console,
     eval_data,
-    load_model,
     parse_kv,
     resolve_device,
-    write_json,
 )
+from robustact.cli._model import add_model_options, model_from_args
 
 __all__ = ["add_parser", "cmd_attack", "run_attack"]
 
@@ -33,9 +32,9 @@ def add_parser(sub: Any) -> None:
         "model.safetensors) and write the adversarial examples as safetensors (tensors x_adv, "
         "y, pred_clean, pred_adv; the settings in its metadata).",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder or .safetensors file")
+    add_model_options(p)
     p.add_argument("--attack", default="pgd", help="attack name (robustact list attacks)")
-    p.add_argument("--eps", type=float, required=True, help="perturbation budget, e.g. 0.1")
+    p.add_argument("--eps", type=eps_value, required=True, help="perturbation budget, e.g. 0.1")
     p.add_argument("--norm", default="Linf", help="Linf (default) or L2")
     p.add_argument(
         "--attack-arg", action="append", metavar="KEY=VALUE", help="e.g. steps=20 loss=margin"
@@ -46,14 +45,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=250, help="points per attack call (250)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's randomness (0)")
     p.add_argument("--out", help="write the adversarial examples here (.safetensors)")
-    p.add_argument("--json", help="write the accuracies and settings here (.json)")
+    p.add_argument("--json", help="write the accuracies and settings here (.json; - for stdout)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.set_defaults(func=cmd_attack)
 
 
-def build_attack(args: argparse.Namespace, model: Any) -> Any:
-    """The attack of the command line, through the protocol entry that evaluations use (so
-    ``--eot`` and the threat model are applied the same way)."""
+def build_attack(args: argparse.Namespace) -> tuple[Any, float, str]:
+    """The protocol entry of the command line (so ``--bpda``, ``--eot`` and the threat
+    model are applied as in evaluations) with its eps and norm."""
     from robustact.attacks.threat import canonical_norm
     from robustact.evaluate import ProtocolEntry
 
@@ -63,36 +62,34 @@ def build_attack(args: argparse.Namespace, model: Any) -> Any:
             raise CLIError(f"--attack-arg {key}=...: use --{key} instead")
     if args.eot < 1:
         raise CLIError(f"--eot must be >= 1, got {args.eot}")
-    norm = canonical_norm(args.norm)
     entry = ProtocolEntry(args.attack, args.attack, kwargs, bpda=args.bpda, eot=args.eot)
-    return entry.build(model, check_eps(args.eps), norm), norm
+    return entry, check_eps(args.eps), canonical_norm(args.norm)
 
 
 def run_attack(
-    model: Any, attack: Any, x: Any, y: Any, *, bpda: bool, batch_size: int, seed: int
-) -> tuple[Any, Any, Any]:
-    """``(x_adv (N, ...), pred_clean (N,), pred_adv (N,))``, batch by batch in a seeded,
-    forked RNG (the caller's random state is untouched)."""
+    model: Any, entry: Any, x: Any, y: Any, *, eps: float, norm: str, batch_size: int, seed: int
+) -> tuple[Any, Any, Any, Any]:
+    """``(x_adv (N, ...), pred_clean (N,), pred_adv (N,), attack)``: the entry run batch by
+    batch through the protocol runner in a seeded, forked RNG (the caller's random state is
+    untouched)."""
     import torch
 
-    from robustact.surgery import straight_through
+    from robustact.evaluate.runner import run_entry
 
     if batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {batch_size}")
     devices = [x.device] if x.device.type == "cuda" else []
-    advs, pc, pa = [], [], []
+    advs, pc, pa, attack = [], [], [], None
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(0, len(y), batch_size):
             bx, by = x[i : i + batch_size], y[i : i + batch_size]
-            with straight_through(model) if bpda else nullcontext():
-                adv = attack(model, bx, by)
-            model.eval()
+            adv, attack = run_entry(model, bx, by, entry, eps, norm)
             with torch.no_grad():
                 pc.append(model(bx).argmax(1))
                 pa.append(model(adv).argmax(1))
             advs.append(adv.detach())
-    return torch.cat(advs), torch.cat(pc), torch.cat(pa)
+    return torch.cat(advs), torch.cat(pc), torch.cat(pa), attack
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -102,8 +99,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from robustact.train.checkpoint import atomic_write
 
     device = resolve_device(args.device)
-    model, meta, ckpt = load_model(args.checkpoint, device)
-    attack, norm = build_attack(args, model)
+    model, meta, ckpt = model_from_args(args, device)
+    entry, eps, norm = build_attack(args)
+    entry.build(model, eps, norm)  # bad attack arguments fail before the data is loaded
     x, y, data_desc = eval_data(args, meta, device)
     out = None
     if args.out is not None:
@@ -111,8 +109,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if out.suffix != ".safetensors":
             out = out.with_name(out.name + ".safetensors")
     t0 = time.perf_counter()
-    x_adv, pred_c, pred_a = run_attack(model, attack, x, y, bpda=args.bpda,
-                                       batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+    x_adv, pred_c, pred_a, attack = run_attack(
+        model, entry, x, y, eps=eps, norm=norm, batch_size=args.batch_size, seed=args.seed
+    )
     seconds = time.perf_counter() - t0
     yc = y.to(pred_c.device)
     clean_ok, adv_ok = pred_c == yc, pred_a == yc
@@ -131,7 +130,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         "mean_linf": float(delta.abs().amax(1).mean()), "mean_l2": float(delta.norm(dim=1).mean()),
         "n": n, "seconds": seconds, "stochastic_model": is_stochastic(model),
     }  # fmt: skip
-    con = console()
+    con = console(stderr=is_stdout(getattr(args, "json", None)))
     con.print(f"{args.attack} {norm} eps={args.eps:g}" + (" +BPDA" if args.bpda else "")
               + (f" EOT={args.eot}" if args.eot > 1 else "") + f" on {data_desc}")  # fmt: skip
     con.print(f"clean accuracy       {100 * clean:6.2f} %")
@@ -154,5 +153,5 @@ def cmd_attack(args: argparse.Namespace) -> int:
         atomic_write(out, st_save(tensors, metadata=metadata))
         con.print(f"adversarial examples: {out}")
     if args.json:
-        write_json(args.json, {**settings, **result})
+        write_json_or_stdout(args.json, {**settings, **result})
     return 0
