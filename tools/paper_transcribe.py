@@ -99,6 +99,13 @@ QUICK_STAND_INS = {  # what each recipe's --quick grid runs in place of the seed
 }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Write shared protocol items out in full (no &id001 anchors a reviewer must chase)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump(recipe: str, seed: str, tables: list[dict[str, Any]], note: str | None = None) -> int:
     data: dict[str, Any] = {"recipe": recipe, "seed": seed}
     if note:
@@ -112,7 +119,7 @@ def dump(recipe: str, seed: str, tables: list[dict[str, Any]], note: str | None 
         "# labels, match: blocks and protocol quotes written by hand there. Edit the tool, not this file.\n"
     )
     (OUT / f"{recipe}.yaml").write_text(
-        head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
+        head + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, allow_unicode=True, width=100),
         encoding="utf-8",
     )
     return sum(len(t.get("numbers", [])) for t in tables)
