@@ -15,14 +15,16 @@ from robustact.experiments import load_spec
 from robustact.experiments.paper import (
     PaperFileError,
     PaperNumbers,
-    join_measured,
-    joined_markdown,
     list_paper_files,
-    no_row_reason,
     parse_paper_numbers,
-    row_for_config,
 )
 from robustact.experiments.paper import load_paper_numbers as _load_paper_numbers
+from robustact.experiments.paper_join import (
+    join_measured,
+    joined_markdown,
+    no_row_reason,
+    row_for_config,
+)
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "robustact" / "recipes"
 RECIPE_NAMES = sorted(p.stem for p in RECIPES.glob("*.yaml"))
