@@ -234,7 +234,11 @@ def model_label(meta: dict[str, Any]) -> str:
     / natural`` (the model class for checkpoints without a cell config)."""
     cell = (meta.get("extra") or {}).get("cell")
     if not isinstance(cell, dict):
-        return str((meta.get("model") or {}).get("class", "model")).rsplit(".", 1)[-1]
+        name = str((meta.get("model") or {}).get("class", "model"))
+        if meta.get("user_model"):  # "path/to/nets.py:MyNet" -> "MyNet (nets.py)"
+            where, _, attr = name.rpartition(":")
+            return f"{attr} ({Path(where).name})" if attr else name
+        return name.rsplit(".", 1)[-1]
     parts = []
     for key in ("model", "activation", "objective"):
         cfg = dict(cell.get(key) or {})
