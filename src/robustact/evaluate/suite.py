@@ -34,6 +34,7 @@ from robustact.evaluate.protocol import Protocol
 from robustact.evaluate.results import EvalResult
 from robustact.evaluate.rows import VERDICTS, MetricRow
 from robustact.evaluate.runner import evaluate
+from robustact.progress import Task, task
 
 __all__ = ["ProtocolSpec", "SuiteResult", "build_protocol", "evaluate_suite"]
 
@@ -110,7 +111,7 @@ def _once(proto: Protocol) -> Protocol | None:
 
 def _evaluations(
     model: nn.Module, x: Tensor, y: Tensor, protocols: Sequence[ProtocolSpec],
-    eps: Sequence[float], norm: str, fast: bool, seed: int, batch_size: int,
+    eps: Sequence[float], norm: str, fast: bool, seed: int, batch_size: int, progress: Task,
 ) -> tuple[list[EvalResult], list[MetricRow]]:  # fmt: skip
     results: list[EvalResult] = []
     rows: list[MetricRow] = []
@@ -120,9 +121,11 @@ def _evaluations(
             run = proto if i == 0 else _once(proto)
             if run is None:
                 continue
-            res = evaluate(model, x, y, protocol=run, batch_size=batch_size, seed=seed)
+            with task(f"{run.name} eps={run.eps:g}", total=None, transient=True):
+                res = evaluate(model, x, y, protocol=run, batch_size=batch_size, seed=seed)
             results.append(res)
             rows += res.rows(with_clean=i == 0)
+            progress.advance(status=f"{run.name} eps={run.eps:g}")
     return results, rows
 
 
@@ -163,8 +166,20 @@ def evaluate_suite(
         raise ValueError("evaluate_suite needs at least one eps, e.g. eps=[0.1]")
     if isinstance(masking_n, bool) or not isinstance(masking_n, int) or masking_n < 1:
         raise ValueError(f"masking_n must be an int >= 1, got {masking_n!r}")
+    steps = len(protocols) * len(eps) + (len(eps) if masking else 0) + (1 if diagnostics else 0)
+    with task("evaluation", total=steps) as progress:
+        return _suite(model, x, y, eps, protocols, norm, fast, seed, batch_size, masking,
+                      masking_n, diagnostics, history, progress)  # fmt: skip
+
+
+def _suite(
+    model: nn.Module, x: Tensor, y: Tensor, eps: Sequence[float],
+    protocols: Sequence[ProtocolSpec], norm: str, fast: bool, seed: int, batch_size: int,
+    masking: bool, masking_n: int, diagnostics: Sequence[Mapping[str, Any] | str],
+    history: Sequence[Mapping[str, Any]], progress: Task,
+) -> SuiteResult:  # fmt: skip
     t0 = time.perf_counter()
-    evals, rows = _evaluations(model, x, y, protocols, eps, norm, fast, seed, batch_size)
+    evals, rows = _evaluations(model, x, y, protocols, eps, norm, fast, seed, batch_size, progress)
     out = SuiteResult(evals, rows=rows, seed=seed, seconds={"evaluate": time.perf_counter() - t0})
     norm = canonical_norm(norm)
     if masking:
@@ -174,6 +189,7 @@ def evaluate_suite(
             rep = masking_report(model, x[:m], y[:m], eps=float(e), norm=norm, fast=fast, seed=seed)
             out.masking[float(e)] = rep
             out.rows += rep.rows()
+            progress.advance(status=f"masking eps={float(e):g}")
         out.seconds["masking"] = time.perf_counter() - t0
     if diagnostics:
         t0 = time.perf_counter()
@@ -184,4 +200,5 @@ def evaluate_suite(
             drows, out.diagnostics = run_diagnostics(ctx, diagnostics)
         out.rows += drows
         out.seconds["diagnostics"] = time.perf_counter() - t0
+        progress.advance(status="diagnostics")
     return out
