@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from robustact.attacks import Attack, list_attacks
 from robustact.attacks.threat import canonical_norm
@@ -109,14 +109,22 @@ class ProtocolEntry:
     eot: int | Literal["auto"] = 1
     own_threat: bool = False
 
-    def resolve_eot(self, model: nn.Module, eot_samples: int) -> int:
-        """The EOT count this entry uses on ``model``."""
+    def resolve_eot(self, model: nn.Module, eot_samples: int, x: Tensor | None = None) -> int:
+        """The EOT count this entry uses on ``model`` (randomness tested on batch ``x``)."""
         if self.eot == "auto":
-            return eot_samples if is_stochastic(model) else 1
+            return eot_samples if is_stochastic(model, x) else 1
         return int(self.eot)
 
-    def build(self, model: nn.Module, eps: float, norm: str, eot_samples: int = 20) -> Attack:
-        """Instantiate the attack for ``model`` under the protocol's threat model."""
+    def build(
+        self,
+        model: nn.Module,
+        eps: float,
+        norm: str,
+        eot_samples: int = 20,
+        x: Tensor | None = None,
+    ) -> Attack:
+        """Instantiate the attack for ``model`` under the protocol's threat model; ``x``
+        (a batch) lets ``eot="auto"`` detect randomness by behaviour."""
         cls = _attack_class(self.attack)
         params = _params(cls)
         kw = dict(self.kwargs)
@@ -124,7 +132,7 @@ class ProtocolEntry:
             kw["eps"] = eps
             if "norm" in params:
                 kw["norm"] = norm
-        eot = self.resolve_eot(model, eot_samples)
+        eot = self.resolve_eot(model, eot_samples, x)
         if "eot" in params:
             kw["eot"] = eot
         elif eot > 1:
