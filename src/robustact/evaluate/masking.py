@@ -26,12 +26,17 @@ more_steps_help        acc(PGD-k) − acc(PGD-10k) (Carlini et al. 2019: increas
                        "unconverged attack")
 bpda_beats_plain       acc(PGD) − acc(PGD with BPDA through caps) (Athalye 2018)  0.01
 eot_beats_single       acc(PGD) − acc(PGD with EOT) (Athalye et al. 2018 §4.1)    0.01
-gradient_free_beats    fraction of all points that Square breaks among those     0.002 and
-                       every gradient attack left correct (Carlini et al. 2019   4/n (more
-                       §"gradient-free attacks"; Croce & Hein 2020)              than 4 points)
+gradient_free_beats    fraction of all points that Square, then the escalation    0.002 and
+                       (transfer, growing Square, SPSA: ``evaluate.health``),   4/n (more
+                       break among those every gradient attack left correct     than 4 points)
+                       (Carlini et al. 2019 §"gradient-free attacks"; Croce &
+                       Hein 2020)
 large_eps_accuracy     plain PGD-10 accuracy at a large eps (0.5 Linf; 0.5·sqrt(d) 0.1
                        L2), or the largest rise along the security curve
                        (Carlini et al. 2019 "accuracy should reach 0")
+gradient_health        fraction of inputs whose CE gradient underflows while the  0.05
+                       margin gradient does not, or is non-finite
+                       (``evaluate.health.gradient_health``)
 stochastic_predictions fraction of inputs whose prediction changes between        0.0
                        forward passes (robustbench's randomised-defence flag)
 =====================  =========================================================  ==========
@@ -58,9 +63,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustact.activations import StraightThroughMixin
 from robustact.attacks import FGSM, PGD, Attack, input_gradient
 from robustact.attacks.losses import get_loss
+from robustact.bpda import bpda_modules
+from robustact.evaluate.health import Escalation, gradient_health
 from robustact.evaluate.masking_result import MaskingCheck, MaskingReport, Verdict
 from robustact.surgery import cap_summary, is_stochastic, straight_through
 
@@ -78,6 +84,7 @@ THRESHOLDS: dict[str, float] = {
     "gradient_free_min_points": 4,
     "large_eps_accuracy": 0.1,
     "stochastic_predictions": 0.0,
+    "gradient_health": 0.05,
     # verdict rule
     "masked_gap": 0.05,
     "masked_zero_gradient": 0.5,
@@ -98,7 +105,7 @@ def _correct_prob(model: nn.Module, x: Tensor, y: Tensor, passes: int) -> Tensor
 
 
 def _run(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, bpda: bool = False) -> Tensor:
-    with straight_through(model) if bpda else nullcontext():
+    with straight_through(model, x) if bpda else nullcontext():
         return attack(model, x, y)
 
 
@@ -128,6 +135,13 @@ def _prediction_flips(model: nn.Module, x: Tensor, passes: int) -> float:
     with torch.no_grad():
         preds = torch.stack([model(x).argmax(1) for _ in range(passes)])
     return float((preds != preds[:1]).any(dim=0).float().mean())
+
+
+def _esc_budget(fast: bool) -> dict[str, Any]:
+    """Escalation budgets: first Square round and cap, SPSA first round."""
+    if fast:
+        return {"square_queries": 150, "max_square_queries": 600, "spsa_iterations": 20}
+    return {"square_queries": 1000, "max_square_queries": 8000, "spsa_iterations": 50}
 
 
 def _large_eps(norm: str, x: Tensor) -> float:
@@ -170,8 +184,8 @@ def masking_report(
         raise ValueError(
             f"need x (N, ...) and y (N,) with N >= 1, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
-    stochastic = is_stochastic(model)
-    has_st = any(isinstance(m, StraightThroughMixin) for m in model.modules())
+    stochastic = is_stochastic(model, x)  # by behaviour: two eval passes differ
+    has_st = bool(bpda_modules(model, x))  # built-in, registered or detected as flat
     k = eot_samples if eot_samples is not None else 16
     p = (passes if passes is not None else 10) if stochastic else 1
     steps = 10
@@ -203,6 +217,7 @@ def masking_report(
                 return PGD(eps=e, norm=norm, steps=n_steps, seed=seed, **kw)
 
             acc["clean"] = float(_correct_prob(model, x, y, p).mean())
+            health = gradient_health(model, x, y)
             zero = _zero_grad_fraction(model, x, y)
             sat = _cap_saturation(model, x)
             flips = _prediction_flips(model, x, 10) if stochastic else None
@@ -223,6 +238,7 @@ def masking_report(
             # gradient-free attack on the points every gradient attack left correct
             surv = grad_min > 0.5
             gain = 0.0
+            escalation_notes: list[str] = []
             t0 = time.perf_counter()
             if bool(surv.any()):
                 from robustact.attacks.square import Square
@@ -232,8 +248,15 @@ def masking_report(
                 model.eval()
                 pc = _correct_prob(model, xs, y[surv], p)
                 gain = float((grad_min[surv] - pc).sum()) / n
+                left = pc > 0.5  # escalate (transfer, growing Square, SPSA) on the rest
+                if bool(left.any()):
+                    esc = Escalation(eps=eps, norm=norm, eot=sq_eot, seed=seed, **_esc_budget(fast))
+                    xe = _run(model, esc, x[surv][left], y[surv][left])
+                    model.eval()
+                    gain += float((pc[left] - _correct_prob(model, xe, y[surv][left], p)).sum()) / n
+                    escalation_notes = esc.notes
             acc[f"gradient worst case+Square-{queries}"] = acc["gradient worst case"] - gain
-            timing[f"Square-{queries}"] = time.perf_counter() - t0
+            timing[f"Square-{queries}+escalation"] = time.perf_counter() - t0
             curve = [(float(eps), a_pgd)]
             for e in (2 * eps, 4 * eps, _large_eps(norm, x)):
                 if e > curve[-1][0]:
@@ -293,13 +316,19 @@ def masking_report(
             "gradient_free_beats",
             gain,
             f"{_CARLINI}; {_CROCE}",
-            "Square breaks points every gradient attack missed: gradients are uninformative",
+            "Square/escalation break points every gradient attack missed: gradients mislead",
         ),
         chk(
             "large_eps_accuracy",
             large_val,
             _CARLINI,
             "at a huge eps accuracy must reach ~0 and fall monotonically with eps",
+        ),
+        chk(
+            "gradient_health",
+            float((health.nonfinite | health.underflow).float().mean()),
+            f"{_CROCE}; {_PINTOR}",
+            "inputs whose CE gradient underflows (saturated softmax) or is non-finite",
         ),
         chk(
             "stochastic_predictions",
@@ -335,6 +364,8 @@ def masking_report(
         f"straight-through modules: {has_st}",
         "security curve: " + ", ".join(f"eps {e:g}: {100 * a:.1f}%" for e, a in curve),
         "seconds: " + ", ".join(f"{k_} {v:.1f}" for k_, v in timing.items()),
+        health.line(),
+        "escalation after Square: " + ("; ".join(escalation_notes) or "not needed"),
     ]
     return MaskingReport(
         verdict=verdict,
