@@ -80,10 +80,13 @@ def test_contract(
     assert torch.equal(x1, x2)
     assert float(make_threat(norm, large).distance(x1, x).max()) <= large + 1e-6
     assert _acc(model, x1, y) <= 0.03, name
-    # last_success tells which points the returned x_adv fools
-    assert a1.last_success is not None
+    # run() returns the same x_adv; success tells which points it fools; queries counted
+    r1 = factory(large, norm, 7).run(model, x, y)
+    assert torch.equal(r1.x_adv, x1)
     with torch.no_grad():
-        assert torch.equal(a1.last_success, model(x1).argmax(1) != y)
+        assert torch.equal(r1.success, model(x1).argmax(1) != y)
+    assert r1.queries is not None and r1.queries.shape == y.shape
+    assert int(r1.queries.min()) >= 1
 
 
 def test_attacks_beat_natural_model_at_moderate_eps(digits: Digits, digits_mlp: nn.Module) -> None:

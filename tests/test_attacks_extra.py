@@ -54,20 +54,22 @@ def test_square_output_in_threat_model(
     _, _, x, y = digits
     x, y = x[:80], y[:80]
     atk = Square(eps=eps, norm=norm, queries=40, restarts=2, seed=0)
-    x_adv = atk(digits_mlp, x, y)
+    res = atk.run(digits_mlp, x, y)
+    x_adv = res.x_adv
+    assert torch.equal(x_adv, atk(digits_mlp, x, y))  # __call__ is run(...).x_adv
     d = (x_adv - x).flatten(1)
     dist = d.abs().amax(dim=1) if norm == "Linf" else d.norm(dim=1)
     assert float(dist.max()) <= eps + 1e-6
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
-    assert atk.last_success is not None and atk.last_queries is not None
-    assert torch.equal(atk.last_success, _fooled(digits_mlp, x_adv, y))
+    assert res.queries is not None
+    assert torch.equal(res.success, _fooled(digits_mlp, x_adv, y))
     # the clean check plus at most `queries` per restart
-    assert int(atk.last_queries.min()) >= 1
-    assert int(atk.last_queries.max()) <= 1 + 2 * 40
+    assert int(res.queries.min()) >= 1
+    assert int(res.queries.max()) <= 1 + 2 * 40
     # points the attack leaves unbroken spent the whole budget
-    robust = ~atk.last_success
+    robust = ~res.success
     assert bool(robust.any())
-    assert bool((atk.last_queries[robust] == 1 + 2 * 40).all())
+    assert bool((res.queries[robust] == 1 + 2 * 40).all())
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.3), ("L2", 2.0)])
@@ -112,10 +114,9 @@ def test_square_leaves_model_mode_and_parameters(digits: Digits, digits_mlp: nn.
 def test_square_skips_misclassified_points(digits: Digits, digits_mlp: nn.Module) -> None:
     _, _, x, y = digits
     wrong = (y + 1) % 10  # every point misclassified from the start
-    atk = Square(eps=0.3, queries=50, seed=0)
-    x_adv = atk(digits_mlp, x[:40], wrong[:40])
-    assert torch.equal(x_adv, x[:40])
-    assert atk.last_queries is not None and bool((atk.last_queries == 1).all())
+    res = Square(eps=0.3, queries=50, seed=0).run(digits_mlp, x[:40], wrong[:40])
+    assert torch.equal(res.x_adv, x[:40])
+    assert res.queries is not None and bool((res.queries == 1).all())
 
 
 class _NoisyLogits(nn.Module):
@@ -144,14 +145,12 @@ def test_square_eot_decides_on_averaged_logits(digits: Digits, digits_mlp: nn.Mo
     noisy = _NoisyLogits(digits_mlp, sigma)
     # at a negligible eps only noise can "fool": single passes are fooled by chance,
     # 32-pass averages (noise sd sigma / 5.7) essentially never
-    one = Square(eps=1e-3, queries=15, seed=0)
-    one(noisy, x, y)
+    one = Square(eps=1e-3, queries=15, seed=0).run(noisy, x, y)
     avg = Square(eps=1e-3, queries=15, eot=32, seed=0)
     noisy.calls = 0
-    avg(noisy, x, y)
-    assert one.last_success is not None and avg.last_success is not None
-    assert float(one.last_success.float().mean()) > 0.2
-    assert float(avg.last_success.float().mean()) < 0.02
+    avg_res = avg.run(noisy, x, y)
+    assert one.success_rate > 0.2
+    assert avg_res.success_rate < 0.02
     assert noisy.calls % 32 == 0  # every query is a full EOT average
 
 
@@ -171,29 +170,31 @@ def test_square_rejects_bad_arguments(digits: Digits, digits_mlp: nn.Module) -> 
 def test_cw_fools_nearly_all_with_small_distortion(digits: Digits, digits_mlp: nn.Module) -> None:
     _, _, x, y = digits
     x, y = x[:60], y[:60]
-    one = CW(c=1.0, steps=100, binary_search_steps=1)
-    one(digits_mlp, x, y)
+    one = CW(c=1.0, steps=100, binary_search_steps=1).run(digits_mlp, x, y)
     atk = CW(c=1.0, steps=100, binary_search_steps=3)
-    x_adv = atk(digits_mlp, x, y)
+    res = atk.run(digits_mlp, x, y)
+    x_adv, distortion = res.x_adv, res.info["distortion"]
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
-    assert atk.last_success is not None and atk.last_distortion is not None
-    assert float(atk.last_success.float().mean()) >= 0.95
-    assert torch.equal(atk.last_success, _fooled(digits_mlp, x_adv, y))
+    assert res.success_rate >= 0.95
+    assert torch.equal(res.success, _fooled(digits_mlp, x_adv, y))
     dist = (x_adv - x).flatten(1).norm(dim=1)
-    ok = atk.last_success
-    torch.testing.assert_close(dist[ok], atk.last_distortion[ok], atol=1e-5, rtol=1e-5)
-    assert bool(torch.isinf(atk.last_distortion[~ok]).all())
+    ok = res.success
+    torch.testing.assert_close(dist[ok], distortion[ok], atol=1e-5, rtol=1e-5)
+    assert bool(torch.isinf(distortion[~ok]).all())
     assert torch.equal(x_adv[~ok], x[~ok])
     # images span sqrt(64) = 8 in L2; CW needs well under 1 on average
-    assert 0.0 < atk.last_mean_distortion < 1.0
-    assert atk.last_mean_distortion == pytest.approx(float(dist[ok].mean()), rel=1e-5)
+    assert 0.0 < res.info["mean_distortion"] < 1.0
+    assert res.info["mean_distortion"] == pytest.approx(float(dist[ok].mean()), rel=1e-5)
     json.dumps(atk.describe())  # unbounded eps reported as null, not inf
+    # queries: one forward pass per Adam step a point took, at most steps per search
+    assert res.queries is not None and int(res.queries.min()) >= 1
+    assert int(res.queries.max()) <= 3 * 100
     # binary search: its first step is the single run and the best is kept over all
     # steps, so no point gets worse, and bisecting c lowers the mean distortion
-    assert one.last_distortion is not None
-    assert bool((atk.last_distortion <= one.last_distortion + 1e-6).all())
-    both = torch.isfinite(one.last_distortion)
-    assert float(atk.last_distortion[both].mean()) < 0.97 * float(one.last_distortion[both].mean())
+    d_one = one.info["distortion"]
+    assert bool((distortion <= d_one + 1e-6).all())
+    both = torch.isfinite(d_one)
+    assert float(distortion[both].mean()) < 0.97 * float(d_one[both].mean())
 
 
 def test_cw_with_eps_stays_inside_and_counts_only_inside(
@@ -201,19 +202,17 @@ def test_cw_with_eps_stays_inside_and_counts_only_inside(
 ) -> None:
     _, _, x, y = digits
     x, y = x[:60], y[:60]
-    free = CW(steps=100, binary_search_steps=1)
-    free(digits_mlp, x, y)
+    free = CW(steps=100, binary_search_steps=1).run(digits_mlp, x, y).info["distortion"]
     eps = 0.6
-    bounded = CW(steps=100, binary_search_steps=1, eps=eps)
-    x_adv = bounded(digits_mlp, x, y)
+    bounded = CW(steps=100, binary_search_steps=1, eps=eps).run(digits_mlp, x, y)
+    x_adv = bounded.x_adv
     assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-6
-    assert bounded.last_success is not None and free.last_distortion is not None
-    assert torch.equal(bounded.last_success, _fooled(digits_mlp, x_adv, y))
+    assert torch.equal(bounded.success, _fooled(digits_mlp, x_adv, y))
     # every point whose CW distortion is within eps counts, and nothing is counted
     # that the unbounded attack did not break
-    within = free.last_distortion <= eps
-    assert bool(bounded.last_success[within].all())
-    assert bool((bounded.last_success <= torch.isfinite(free.last_distortion)).all())
+    within = free <= eps
+    assert bool(bounded.success[within].all())
+    assert bool((bounded.success <= torch.isfinite(free)).all())
     assert 0 < int(within.sum()) < len(y)
 
 
@@ -263,7 +262,7 @@ def test_zerograd_finds_flat_points_under_srelu(
     model = srelu_mlp
     _, _, x, y = digits
     atk = ZeroGradPGD(eps=eps, steps=50, step_size=step, norm=norm)
-    res = atk.run(model, x, y)
+    res = atk.walk(model, x, y)
     assert res.found_rate >= 0.9
     assert bool((res.steps[res.found] > 0).any())  # some needed the walk, not just x
     dist = (res.x_zero - x).flatten(1).norm(dim=1)
@@ -285,7 +284,7 @@ def test_zerograd_rarely_finds_flat_points_under_relu(
     digits: Digits, digits_mlp: nn.Module
 ) -> None:
     _, _, x, y = digits
-    res = ZeroGradPGD(eps=0.3, steps=30, step_size=0.01, norm="Linf").run(digits_mlp, x, y)
+    res = ZeroGradPGD(eps=0.3, steps=30, step_size=0.01, norm="Linf").walk(digits_mlp, x, y)
     assert res.found_rate <= 0.05
     assert bool((res.steps[~res.found] == 30).all())
     assert bool(torch.isnan(res.distance[~res.found]).all())
@@ -410,11 +409,12 @@ def test_cw_matches_torchattacks_cw(
     # torchattacks stops only when the whole batch's cost rises (it never did here);
     # our per-point early abort is switched off for a like-for-like run
     ours = CW(c=c, kappa=0.0, steps=steps, lr=0.01, binary_search_steps=1, abort_early=False)
-    x_ours = ours(model, x, y)
+    res_ours = ours.run(model, x, y)
+    x_ours = res_ours.x_adv
     x_ref = torchattacks.CW(_ShiftedLogits(model), c=c, kappa=0, steps=steps, lr=0.01)(x, y)
     f_ours, f_ref = _fooled(model, x_ours, y), _fooled(model, x_ref, y)
     assert 0.05 < float(f_ref.float().mean()) < 0.95
     assert abs(float(f_ours.float().mean()) - float(f_ref.float().mean())) <= 0.01
     assert float((f_ours == f_ref).float().mean()) >= 0.99
     d_ref = (x_ref - x).flatten(1).norm(dim=1)[f_ref].mean()
-    assert ours.last_mean_distortion == pytest.approx(float(d_ref), rel=0.05)
+    assert res_ours.info["mean_distortion"] == pytest.approx(float(d_ref), rel=0.05)

@@ -28,7 +28,6 @@ class _Shift(Attack):
         d = torch.zeros_like(x)
         d[:, 1] = self.eps
         self.logits(model, x)
-        self.last_success = torch.zeros(x.shape[0], dtype=torch.bool)
         return x + d
 
 

@@ -128,13 +128,15 @@ def test_spsa_lowers_accuracy_inside_the_ball(trained: nn.Module, digits: Digits
     clean = float((rounded(x).argmax(1) == y).float().mean())
     pgd = PGD(eps=eps, steps=10, seed=0)(rounded, x, y)
     spsa = SPSA(eps=eps, iterations=20, samples=16, lr=0.02, seed=0)
-    xa = spsa(rounded, x, y)
+    res = spsa.run(rounded, x, y)
+    xa = res.x_adv
     acc_pgd = float((rounded(pgd).argmax(1) == y).float().mean())
     acc = float((rounded(xa).argmax(1) == y).float().mean())
     assert (xa - x).abs().max() <= eps + 1e-6 and xa.min() >= 0 and xa.max() <= 1
     assert acc_pgd == clean  # plain gradients are zero: PGD cannot move
     assert acc < clean - 0.1
-    assert spsa.last_queries is not None and int(spsa.last_queries.max()) <= 20 * 33 + 1
+    assert res.queries is not None and int(res.queries.max()) <= 20 * 33 + 1
+    assert torch.equal(res.success, rounded(xa).argmax(1) != y)
     with pytest.raises(ValueError, match="delta must be > 0"):
         SPSA(eps=eps, delta=0.0)
 

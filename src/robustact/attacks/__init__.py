@@ -1,19 +1,29 @@
-"""Adversarial attacks: ``attack(model, x, y) -> x_adv`` (see :mod:`robustact.attacks.base`).
+"""Adversarial attacks: ``attack.run(model, x, y) -> AttackResult``, ``attack(model, x, y) ->
+x_adv`` (see :mod:`robustact.attacks.base`, which also says how to write one).
 
-Threat models are step objects (:mod:`~robustact.attacks.threat`), losses pure functions
-(:mod:`~robustact.attacks.losses`). Every attack registers itself in :data:`ATTACKS`:
-fgsm, pgd, apgd (+ apgd-ce, apgd-dlr, apgd-t), cw, square, zerograd_pgd.
+Threat models are step objects (:mod:`~robustact.attacks.threat`, ``Unbounded`` for
+eps = inf), losses pure functions (:mod:`~robustact.attacks.losses`). Every attack registers
+itself in :data:`ATTACKS`: fgsm, pgd, apgd (+ apgd-ce, apgd-dlr, apgd-t), cw, square,
+zerograd_pgd. BPDA and EOT compose as a wrapper: :class:`~robustact.attacks.adaptive.Adaptive`.
 """
 
 from robustact.attacks import losses
+from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, bpda_scope, resolve_eot
 from robustact.attacks.apgd import APGD, APGDCE, APGDDLR, APGDT
-from robustact.attacks.base import ATTACKS, Attack, get_attack, input_gradient, list_attacks
+from robustact.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    get_attack,
+    input_gradient,
+    list_attacks,
+)
 from robustact.attacks.cw import CW
 from robustact.attacks.fgsm import FGSM
 from robustact.attacks.pgd import PGD
 from robustact.attacks.square import Square
-from robustact.attacks.threat import L2, Linf, Threat, make_threat
-from robustact.attacks.zerograd import ZeroGradPGD
+from robustact.attacks.threat import L2, Linf, Threat, Unbounded, make_threat
+from robustact.attacks.zerograd import ZeroGradPGD, ZeroGradResult
 
 __all__ = [
     "APGD",
@@ -22,17 +32,24 @@ __all__ = [
     "APGDT",
     "ATTACKS",
     "CW",
+    "DEFAULT_EOT",
     "FGSM",
     "L2",
     "PGD",
+    "Adaptive",
     "Attack",
+    "AttackResult",
     "Linf",
     "Square",
     "Threat",
+    "Unbounded",
     "ZeroGradPGD",
+    "ZeroGradResult",
+    "bpda_scope",
     "get_attack",
     "input_gradient",
     "list_attacks",
     "losses",
     "make_threat",
+    "resolve_eot",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
 from robustact.attacks.engine import Schedule, ascent, check_int, target_classes
 from robustact.attacks.losses import get_loss
 
@@ -73,10 +73,11 @@ class APGD(Attack):
         t = t / scale.reshape(-1, *([1] * (x.dim() - 1)))
         return self.threat.project(x + self.eps * t, x)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         gen = self.generator(x.device)
         clean = self.logits(model, x, self.eot)
         success = clean.argmax(1) != y
+        queries = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
         out = x.clone()
         todo = torch.nonzero(~success).squeeze(1)
         ranks: list[int | None] = [None]
@@ -88,7 +89,7 @@ class APGD(Attack):
                     break
                 xs, ys = x[todo], y[todo]
                 target = None if rank is None else target_classes(clean[todo], ys, rank)
-                adv, f = ascent(
+                adv, f, q = ascent(
                     self,
                     model,
                     xs,
@@ -105,22 +106,9 @@ class APGD(Attack):
                 )
                 out[todo] = adv
                 success[todo[f]] = True
+                queries[todo] += q
                 todo = todo[~f]
-        self.last_success = success
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        d = {
-            **super().describe(),
-            "loss": self.loss,
-            "steps": self.steps,
-            "restarts": self.restarts,
-            "targeted": self.targeted,
-            "eot": self.eot,
-        }
-        if self.targeted:
-            d["n_target_classes"] = self.n_target_classes
-        return d
+        return AttackResult(out, success, queries)
 
 
 @ATTACKS.register("apgd-ce")

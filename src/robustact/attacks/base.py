@@ -1,20 +1,46 @@
-"""The attack contract: ``attack(model, x, y) -> x_adv``.
+"""The attack contract: ``attack.run(model, x, y) -> AttackResult``, ``attack(model, x, y)``.
+
+``attack(model, x, y)`` returns ``x_adv``, the same as ``attack.run(model, x, y).x_adv``.
 
 :class:`Attack` validates inputs, puts the model in eval mode (restoring it afterwards),
 freezes parameter gradients (restoring them too), calls the subclass's :meth:`perturb`
 and finally projects the result into the threat model, so every attack's output lies in
-``{x' : ||x' - x|| <= eps} ∩ [0, 1]^d`` whatever ``perturb`` did.
+``{x' : ||x' - x|| <= eps} ∩ [0, 1]^d`` whatever ``perturb`` did. ``run`` and ``__call__``
+are final (``typing.final``, and a subclass that overrides them is refused at class
+creation).
 
-Subclasses run every forward pass through :meth:`Attack.logits` or
-:meth:`Attack.input_gradient` (they check the labels against the model's output width on
-the first pass) and set ``self.last_success`` (bool (N,), point fooled) before returning.
+How to write an attack
+----------------------
+1. Subclass :class:`Attack`, register it (``@ATTACKS.register("name")``) and set ``name``.
+2. Take every hyper-parameter keyword-only in ``__init__`` (``eps``, ``norm``, ``seed``
+   go to ``super().__init__``) and store each under an attribute of the *same name*
+   (validated: ``engine.check_int`` / ``check_float``). Those keyword-only parameters are
+   the declared hyper-parameters: :meth:`Attack.describe` and :meth:`Attack.with_params`
+   read them, so no hand-written ``describe`` is needed. Keep private state in ``_names``.
+3. Implement the one abstract method ``perturb(model, x, y)`` for validated ``x`` (N, ...)
+   in [0, 1] and int64 ``y`` (N,), the model already in eval mode. Run every forward
+   pass through :meth:`Attack.logits` or :meth:`Attack.input_gradient` (or call
+   :meth:`Attack.check_width` on the first logits) so labels are checked against the
+   model's output width. Draw random numbers from :meth:`Attack.generator`.
+4. Return an :class:`AttackResult` with ``success`` (bool (N,): the model misclassifies
+   the returned point, as your last forward pass saw it) and ``queries`` (int64 (N,):
+   model evaluations spent on each point; an EOT average of k passes counts as one).
+   Returning a bare tensor is allowed: then ``run`` spends one extra forward pass to
+   decide ``success`` (``__call__`` never does) and ``queries`` is None.
+5. An unbounded attack (no radius) sets ``unbounded = True`` and accepts
+   ``eps=math.inf``; its threat is :class:`~robustact.attacks.threat.Unbounded`.
+6. BPDA and EOT are not the attack's business: wrap it,
+   ``Adaptive(attack, bpda=True, eot="auto")`` (:mod:`robustact.attacks.adaptive`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +61,31 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
 def list_attacks() -> list[str]:
     """Names of every registered attack."""
     return ATTACKS.names()
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What one attack run found, for N points.
+
+    Attributes:
+        x_adv: (N, ...) adversarial inputs inside the threat model.
+        success: (N,) bool, the model misclassifies ``x_adv`` (for stochastic models: as
+            the attack's last, EOT-averaged, evaluation saw it).
+        queries: (N,) int64 model evaluations the attack spent on each point (a gradient
+            pass or a forward query; an EOT average counts once), or None when the attack
+            does not count them.
+        info: attack-specific extras (e.g. CW's ``distortion`` (N,)).
+    """
+
+    x_adv: Tensor
+    success: Tensor
+    queries: Tensor | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the points the attack fooled (nan for an empty batch)."""
+        return float(self.success.float().mean()) if self.success.numel() else math.nan
 
 
 def input_gradient(
@@ -110,34 +161,70 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"labels must be >= 0, got {int(y.min())}")
 
 
+def _hyperparameters(cls: type) -> list[str]:
+    """Keyword-only ``__init__`` parameters of ``cls`` (the declared hyper-parameters), in
+    signature order; a class whose ``__init__`` forwards ``**kwargs`` adds its bases'."""
+    names: list[str] = []
+    for owner in cls.__mro__:
+        init = owner.__dict__.get("__init__")
+        if init is None:
+            continue
+        if owner is object:
+            break
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def _json_value(v: Any) -> Any:
+    """inf is not JSON: an unbounded radius is described as None."""
+    return None if isinstance(v, float) and math.isinf(v) else v
+
+
 class Attack(ABC):
-    """Base class of every attack: ``attack(model, x, y) -> x_adv``.
+    """Base class of every attack (see the module docstring for how to write one).
 
     Args:
-        eps: threat-model radius (>= 0), pixel units.
+        eps: threat-model radius (>= 0), pixel units; ``math.inf`` only for attacks with
+            ``unbounded = True`` (then the threat model is the [0, 1] box alone).
         norm: ``"Linf"`` or ``"L2"``.
         seed: seed of the attack's random numbers; ``None`` draws one from torch's global
             RNG at each call (so ``torch.manual_seed`` makes runs reproducible).
-
-    Attributes:
-        last_success: bool (N,) — whether each point of the last call was misclassified
-            at the returned ``x_adv`` (None before the first call).
     """
 
     name: ClassVar[str] = "attack"
+    #: the attack accepts ``eps = math.inf`` (a minimum-distortion or diagnostic walk)
+    unbounded: ClassVar[bool] = False
+    #: ``perturb`` returns another attack's ``run`` result, already projected and
+    #: width-checked (wrappers such as ``Adaptive``)
+    _delegates: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for meth in ("__call__", "run"):
+            if meth in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} overrides Attack.{meth}, which is final; "
+                    "implement perturb(model, x, y) instead"
+                )
 
     def __init__(self, *, eps: float, norm: str = "Linf", seed: int | None = None) -> None:
         eps_f = float(eps)
-        if not math.isfinite(eps_f) or eps_f < 0:
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if math.isnan(eps_f) or eps_f < 0 or (math.isinf(eps_f) and not self.unbounded):
+            raise ValueError(
+                f"eps must be a finite number >= 0, got {eps!r}"
+                + ("" if math.isnan(eps_f) or eps_f < 0 else f"; {self.name} needs a radius")
+            )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.eps = eps_f
         self.norm = canonical_norm(norm)
         self.seed = seed
         self.threat: Threat = make_threat(self.norm, self.eps)
-        self.last_success: Tensor | None = None
         self._num_classes: int | None = None
+        self._need_success = True
         self._y_max = -1
 
     # ------------------------------------------------------------------ helpers for subclasses
@@ -148,7 +235,8 @@ class Attack(ABC):
             seed = int(torch.randint(0, 2**62, (1,)).item())
         return torch.Generator(device=device).manual_seed(seed)
 
-    def _check_width(self, logits: Tensor) -> None:
+    def check_width(self, logits: Tensor) -> None:
+        """Check the labels of this run against the model's output width (once per run)."""
         if self._num_classes is not None:
             return
         if logits.dim() != 2:
@@ -165,7 +253,7 @@ class Attack(ABC):
         """Logits (N, K) without gradient, averaged over ``eot`` passes."""
         with torch.no_grad():
             out = model(x)
-            self._check_width(out)
+            self.check_width(out)
             for _ in range(eot - 1):
                 out = out + model(x)
         return out / eot if eot > 1 else out
@@ -184,24 +272,34 @@ class Attack(ABC):
             checked_loss = loss_fn
 
             def loss_fn(logits: Tensor, yy: Tensor, tt: Tensor | None) -> Tensor:
-                self._check_width(logits)
+                self.check_width(logits)
                 return checked_loss(logits, yy, tt)
 
         return input_gradient(model, x, y, loss_fn, eot=eot, target=target)
 
     # ------------------------------------------------------------------ the contract
+    @final
+    def run(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """Attack ``model`` at ``(x (N, ...), y (N,))``: the full :class:`AttackResult`."""
+        return self._execute(model, x, y, need_success=True)
+
+    @final
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Adversarial examples (N, ...) for ``model`` at ``(x, y)`` inside the threat model."""
+        """Adversarial examples (N, ...) for ``model`` at ``(x, y)`` inside the threat model
+        (``run(model, x, y).x_adv``, without any extra pass)."""
+        return self._execute(model, x, y, need_success=False).x_adv
+
+    def _execute(self, model: nn.Module, x: Tensor, y: Tensor, need_success: bool) -> AttackResult:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         _check_inputs(x, y)
         x, y = x.detach(), y.detach()
-        self.last_success = None
         self._num_classes = None
+        self._need_success = need_success
         self._y_max = int(y.max()) if y.numel() else -1
         if x.shape[0] == 0:
-            self.last_success = torch.zeros(0, dtype=torch.bool, device=x.device)
-            return x.clone()
+            none = torch.zeros(0, dtype=torch.bool, device=x.device)
+            return AttackResult(x.clone(), none, torch.zeros(0, dtype=torch.long, device=x.device))
         was_training = model.training
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
@@ -209,31 +307,77 @@ class Attack(ABC):
             # the attack never needs parameter gradients: skipping them saves backward time
             for p, _ in grad_flags:
                 p.requires_grad_(False)
-            x_adv = self.perturb(model, x, y)
-            if self._num_classes is None:  # a perturb that never ran the model
+            out = self.perturb(model, x, y)
+            if self._num_classes is None and not self._delegates:  # never ran the model
                 self.logits(model, x[:1])
+            x_adv = out.x_adv if isinstance(out, AttackResult) else out
+            if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
+                raise RuntimeError(
+                    f"{type(self).__name__}.perturb must return an AttackResult or a tensor "
+                    "of x's shape"
+                )
+            if not self._delegates:
+                x_adv = self.threat.project(x_adv.detach().to(x.dtype), x)
+            if isinstance(out, AttackResult):
+                return replace(out, x_adv=x_adv)  # keeps a subclass's extra fields
+            success = torch.zeros(0, dtype=torch.bool, device=x.device)
+            if need_success:
+                success = self.logits(model, x_adv).argmax(1) != y
+            return AttackResult(x_adv, success)
         finally:
             for p, flag in grad_flags:
                 p.requires_grad_(flag)
             model.train(was_training)
-        if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
-            raise RuntimeError(f"{type(self).__name__}.perturb must return a tensor of x's shape")
-        return self.threat.project(x_adv.detach().to(x.dtype), x)
 
     @abstractmethod
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Return adversarial inputs (N, ...) for validated ``x``, ``y``; model is in eval mode.
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult | Tensor:
+        """Attack validated ``x`` (N, ...), ``y`` (N,); the model is in eval mode.
 
-        Implementations should set ``self.last_success`` (bool (N,)).
+        Returns:
+            an :class:`AttackResult` (preferred: ``success`` and ``queries`` known), or
+            the adversarial inputs (N, ...) alone.
         """
 
+    # ------------------------------------------------------------------ hyper-parameters
+    def hyperparameters(self) -> dict[str, Any]:
+        """The declared hyper-parameters (keyword-only ``__init__`` parameters) and their
+        values, ``eps``, ``norm`` and ``seed`` first."""
+        names = ["eps", "norm", "seed"]
+        names += [n for n in _hyperparameters(type(self)) if n not in names]
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise AttributeError(
+                f"{type(self).__name__} declares hyper-parameters {missing} in __init__ but "
+                "stores no attribute of that name; store each as self.<name>"
+            )
+        return {n: getattr(self, n) for n in names}
+
+    def with_params(self, **changes: Any) -> Attack:
+        """A new attack of the same class with some hyper-parameters changed."""
+        accepted = _hyperparameters(type(self))
+        unknown = sorted(set(changes) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"{self.name} has no hyper-parameter {', '.join(unknown)}; "
+                f"it has {', '.join(accepted)}"
+            )
+        params = self.hyperparameters()
+        return type(self)(**{**{n: params[n] for n in accepted}, **changes})
+
     def describe(self) -> dict[str, Any]:
-        """JSON-serialisable hyper-parameters, for reports."""
-        return {"name": self.name, "eps": self.eps, "norm": self.norm, "seed": self.seed}
+        """JSON-serialisable hyper-parameters, for reports (an unbounded eps is None)."""
+        return {"name": self.name, **{k: _json_value(v) for k, v in self.hyperparameters().items()}}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
 
-__all__ = ["ATTACKS", "Attack", "get_attack", "input_gradient", "list_attacks"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackResult",
+    "get_attack",
+    "input_gradient",
+    "list_attacks",
+]

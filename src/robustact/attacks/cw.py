@@ -14,7 +14,7 @@ CW is unbounded: the result is a distortion per point. Accuracy "at eps" (``eps=
 counts a point as broken when its CW example has L2 distortion <= eps, or when that example,
 scaled radially onto the eps-sphere, still fools the model (a legitimate adversarial point
 inside the threat model, so a sound evaluation must count it). Without ``eps`` the threat
-model is L2 with an infinite radius: only [0, 1] applies.
+model is ``Unbounded("L2")``: only [0, 1] applies.
 
 Success (as in the reference code) means ``max_{j != y} z_j - z_y > kappa``: with the default
 ``kappa = 0`` that is misclassification.
@@ -33,45 +33,21 @@ import math
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
+from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import margin
-from robustact.attacks.threat import L2, Linf, Threat, canonical_norm
 
-__all__ = ["CW", "unbounded_threat"]
+__all__ = ["CW"]
 
 # Keeps atanh finite at pixels exactly 0 or 1 (so they can move), as in the reference code.
 _TANH_SHRINK = 0.999999
 
 
-class _UnboundedL2(L2):
-    """L2 threat with an infinite radius: projection only clips to [0, 1]."""
-
-    def __init__(self) -> None:
-        super().__init__(0.0)
-        self.eps = math.inf
-
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        return x_adv.clamp(0.0, 1.0)
-
-
-class _UnboundedLinf(Linf):
-    """Linf threat with an infinite radius: projection only clips to [0, 1]."""
-
-    def __init__(self) -> None:
-        super().__init__(0.0)
-        self.eps = math.inf
-
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        return x_adv.clamp(0.0, 1.0)
-
-
-def unbounded_threat(norm: str) -> Threat:
-    """A threat model with ``eps = inf`` (only the [0, 1] box), for unbounded attacks.
-
-    Work-around: ``Attack``/``Threat`` accept finite eps only; an unbounded attack builds
-    with ``eps=0`` and then swaps in this threat and sets ``self.eps = inf``.
-    """
-    return _UnboundedLinf() if canonical_norm(norm) == "Linf" else _UnboundedL2()
+def _positive(name: str, value: float) -> float:
+    v = check_float(name, value)
+    if v == 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
 
 
 def _to_tanh_space(x: Tensor) -> Tensor:
@@ -93,17 +69,20 @@ class CW(Attack):
         lr: Adam learning rate on ``w`` (> 0).
         binary_search_steps: outer steps (>= 1); 1 runs a single optimisation at ``c``.
         eps: optional L2 radius; when given the returned points lie in the eps-ball and
-            the attack succeeds only inside it (see the module docstring).
+            the attack succeeds only inside it (see the module docstring); None or
+            ``math.inf``: unbounded.
         abort_early: stop optimising a point once its objective stalls (checked every
             ``steps // 10`` steps, as in the reference code, but per point).
         seed: accepted for a uniform interface; CW is deterministic.
 
-    After a call: ``last_distortion`` (N,) L2 distortion of the best successful example
-    (``inf`` where never fooled), ``last_mean_distortion`` (mean over fooled points, ``nan``
-    when none) and ``last_success`` (N,) bool, whether the returned point is adversarial.
+    :meth:`run` gives ``success`` (N,) (the returned point is adversarial), ``queries``
+    (N,) (forward passes per point) and ``info["distortion"]`` (N,), the L2 distortion of
+    the best successful example (``inf`` where never fooled), and
+    ``info["mean_distortion"]`` (mean over fooled points, ``nan`` when none).
     """
 
     name = "cw"
+    unbounded = True
 
     def __init__(
         self,
@@ -117,35 +96,27 @@ class CW(Attack):
         abort_early: bool = True,
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=0.0 if eps is None else eps, norm="L2", seed=seed)
-        if eps is None:
-            self.eps, self.threat = math.inf, unbounded_threat("L2")
-        for field, n_ in (("steps", steps), ("binary_search_steps", binary_search_steps)):
-            if isinstance(n_, bool) or not isinstance(n_, int) or n_ < 1:
-                raise ValueError(f"CW {field} must be an int >= 1, got {n_!r}")
-        for field, f, low in (("c", c, "> 0"), ("lr", lr, "> 0"), ("kappa", kappa, ">= 0")):
-            v = float(f)
-            if not (math.isfinite(v) and (v >= 0 if low == ">= 0" else v > 0)):
-                raise ValueError(f"CW {field} must be finite and {low}, got {f!r}")
-        self.c, self.kappa, self.lr = float(c), float(kappa), float(lr)
-        self.steps, self.binary_search_steps = steps, binary_search_steps
+        super().__init__(eps=math.inf if eps is None else eps, norm="L2", seed=seed)
+        self.steps = check_int("steps", steps, 1)
+        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
+        self.c = _positive("c", c)
+        self.lr = _positive("lr", lr)
+        self.kappa = check_float("kappa", kappa)
         self.abort_early = bool(abort_early)
-        self.max_eps = None if eps is None else float(eps)
-        self.last_distortion: Tensor | None = None
-        self.last_mean_distortion: float = math.nan
-
-    def describe(self) -> dict[str, object]:
-        d = dict(super().describe())
-        d["eps"] = self.max_eps  # None: unbounded (inf is not valid JSON)
-        d.update(c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
-        d.update(binary_search_steps=self.binary_search_steps, abort_early=self.abort_early)
-        return d
 
     def _optimise(
-        self, model: nn.Module, x: Tensor, y: Tensor, const: Tensor, best_l2sq: Tensor, best: Tensor
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        const: Tensor,
+        best_l2sq: Tensor,
+        best: Tensor,
+        queries: Tensor,
     ) -> Tensor:
-        """One run of Adam at per-point ``const`` (N,); updates ``best_l2sq``/``best`` in
-        place; returns (N,) bool, fooled at least once during this run.
+        """One run of Adam at per-point ``const`` (N,); updates ``best_l2sq``/``best`` and
+        the per-point forward count ``queries`` in place; returns (N,) bool, fooled at
+        least once during this run.
 
         With ``abort_early`` a point stops (its ``w`` frozen, no more forward passes) once
         its objective has not fallen by 0.01 % over the last ``steps // 10`` steps, as in
@@ -162,6 +133,7 @@ class CW(Attack):
             idx = running.nonzero().squeeze(1)
             x_new = _from_tanh_space(w[idx])
             logits = model(x_new)
+            queries[idx] += 1
             l2sq = (x_new - x[idx]).flatten(1).pow(2).sum(dim=1)
             # margin() is what the attacker maximises; CW's f is its negative, floored at -kappa
             obj = l2sq - const[idx] * margin(logits, y[idx], kappa=self.kappa)
@@ -187,9 +159,11 @@ class CW(Attack):
                         break
         return fooled
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Run CW-L2; x (N, ...) in [0, 1], y (N,) -> x_adv (N, ...)."""
-        self.logits(model, x[:1])  # checks labels against the model's width up front
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """Run CW-L2; x (N, ...) in [0, 1], y (N,) -> result with x_adv (N, ...)."""
+        # checks labels against the model's width up front (a label check, not a query;
+        # kept as one pass on x[:1] so a stochastic model sees the same random draws)
+        self.logits(model, x[:1])
         n = x.shape[0]
         dev, dt = x.device, x.dtype
         const = torch.full((n,), self.c, device=dev, dtype=dt)
@@ -197,28 +171,28 @@ class CW(Attack):
         upper = torch.full((n,), math.inf, device=dev, dtype=dt)
         best_l2sq = torch.full((n,), math.inf, device=dev, dtype=dt)
         best = x.clone()
+        queries = torch.zeros(n, dtype=torch.long, device=dev)
         for _ in range(self.binary_search_steps):
-            fooled = self._optimise(model, x, y, const, best_l2sq, best)
+            fooled = self._optimise(model, x, y, const, best_l2sq, best, queries)
             upper = torch.where(fooled, torch.minimum(upper, const), upper)
             lower = torch.where(fooled, lower, torch.maximum(lower, const))
             const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
         dist = best_l2sq.sqrt()
         x_adv = best
         fooled_any = torch.isfinite(dist)
-        if self.max_eps is not None:
-            x_adv, fooled_any = self._within_eps(model, x, y, best, dist)
-        self.last_distortion = dist
+        if math.isfinite(self.eps):
+            x_adv, fooled_any = self._within_eps(model, x, y, best, dist, queries)
         ok = dist[torch.isfinite(dist)]
-        self.last_mean_distortion = float(ok.mean()) if ok.numel() else math.nan
-        self.last_success = fooled_any
-        return x_adv
+        mean = float(ok.mean()) if ok.numel() else math.nan
+        info = {"distortion": dist, "mean_distortion": mean}
+        return AttackResult(x_adv, fooled_any, queries, info)
 
     @torch.no_grad()
     def _within_eps(
-        self, model: nn.Module, x: Tensor, y: Tensor, best: Tensor, dist: Tensor
+        self, model: nn.Module, x: Tensor, y: Tensor, best: Tensor, dist: Tensor, queries: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Points beyond ``max_eps``: scale onto the eps-sphere, keep if still fooling, else x."""
-        eps = float(self.max_eps)  # type: ignore[arg-type]
+        """Points beyond ``eps``: scale onto the eps-sphere, keep if still fooling, else x."""
+        eps = self.eps
         inside = dist <= eps
         far = torch.isfinite(dist) & ~inside
         out = torch.where(inside.reshape(-1, *([1] * (x.dim() - 1))), best, x)
@@ -228,6 +202,7 @@ class CW(Attack):
             scale = (eps / dist[idx]).reshape(-1, *([1] * (x.dim() - 1)))
             cand = (x[idx] + (best[idx] - x[idx]) * scale).clamp(0.0, 1.0)
             still = margin(model(cand), y[idx]) > self.kappa
+            queries[idx] += 1
             out[idx[still]] = cand[still]
             fooled[idx[still]] = True
         return out, fooled

@@ -71,7 +71,7 @@ def ascent(
     return_best: bool = False,
     eot: int = 1,
     target: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Run one projected gradient ascent from ``x_start``.
 
     Args:
@@ -90,11 +90,14 @@ def ascent(
         target: target labels (N,) for targeted losses.
 
     Returns:
-        ``(x_adv (N, ...), fooled (N,) bool)``: the first fooling iterate for fooled points.
+        ``(x_adv (N, ...), fooled (N,) bool, queries (N,) int64)``: the first fooling
+        iterate for fooled points; queries counts the model evaluations (gradient passes
+        and the final forward pass) each point took.
     """
     threat = attack.threat
     out = x_start.clone()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    queries = torch.full((x.shape[0],), steps + 1, dtype=torch.long, device=x.device)
     act = torch.arange(x.shape[0], device=x.device)
     xa, ya, ta = x, y, target
     cur = x_start
@@ -126,9 +129,10 @@ def ascent(
             idx = act[f]
             out[idx] = cur[f]
             success[idx] = True
+            queries[idx] = i + 1
             n_done += n_new
             if n_done == act.numel():
-                return out, success
+                return out, success, queries
             done |= f
         # leave the active set in batches: copying the survivors costs a few percent of a
         # gradient pass, so it pays only once enough points are done
@@ -194,7 +198,7 @@ def ascent(
         better = loss > best_loss
         x_best = _where(better, cur, x_best)
     out[act] = x_best if return_best else cur
-    return out, success
+    return out, success, queries
 
 
 def _where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:

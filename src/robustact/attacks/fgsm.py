@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
 from robustact.attacks.engine import ascent, check_int
 from robustact.attacks.losses import get_loss
 
@@ -41,9 +39,9 @@ class FGSM(Attack):
         self._loss_fn = get_loss(loss)
         self.eot = check_int("eot", eot, 1)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         start = self.threat.init(x, self.generator(x.device)) if self.random_start else x
-        x_adv, self.last_success = ascent(
+        x_adv, success, queries = ascent(
             self,
             model,
             x,
@@ -54,12 +52,4 @@ class FGSM(Attack):
             step_size=self.eps,
             eot=self.eot,
         )
-        return x_adv
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "random_start": self.random_start,
-            "loss": self.loss,
-            "eot": self.eot,
-        }
+        return AttackResult(x_adv, success, queries)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
 from robustact.attacks.engine import ascent, check_float, check_int, target_classes
 from robustact.attacks.losses import get_loss
 
@@ -65,14 +63,16 @@ class PGD(Attack):
         self.restarts = check_int("restarts", restarts, 1)
         self.eot = check_int("eot", eot, 1)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         gen = self.generator(x.device)
         out = x.clone()
         success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         todo = torch.arange(x.shape[0], device=x.device)
         clean: Tensor | None = None
         if self.targeted:
             clean = self.logits(model, x, self.eot)
+            queries += 1
             success = clean.argmax(1) != y
             out_k = clean.shape[1]
             todo = todo[~success]
@@ -84,7 +84,7 @@ class PGD(Attack):
             target = None
             if clean is not None:
                 target = target_classes(clean[todo], ys, r % (out_k - 1) + 1)
-            adv, f = ascent(
+            adv, f, q = ascent(
                 self,
                 model,
                 xs,
@@ -98,18 +98,6 @@ class PGD(Attack):
             )
             out[todo] = adv
             success[todo[f]] = True
+            queries[todo] += q
             todo = todo[~f]
-        self.last_success = success
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "loss": self.loss,
-            "random_start": self.random_start,
-            "restarts": self.restarts,
-            "targeted": self.targeted,
-            "eot": self.eot,
-        }
+        return AttackResult(out, success, queries)

@@ -9,12 +9,10 @@ where Square's random search stalls. A point stops at its first fooling iterate.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
 from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import get_loss
 
@@ -38,7 +36,8 @@ class SPSA(Attack):
         eot: forward passes averaged per query (randomised models).
         seed: seed of the directions.
 
-    After a call: ``last_queries`` (N,) int64 forward passes spent per point.
+    ``run`` reports ``queries`` (N,): forward passes spent per point (an EOT average
+    counts once).
     """
 
     name = "spsa"
@@ -66,13 +65,6 @@ class SPSA(Attack):
         self.eot = check_int("eot", eot, 1)
         self.loss = loss
         self._loss_fn = get_loss(loss)
-        self.last_queries: Tensor | None = None
-
-    def describe(self) -> dict[str, Any]:
-        d = dict(super().describe())
-        d.update(iterations=self.iterations, samples=self.samples, delta=self.delta)
-        d.update(lr=self.lr, loss=self.loss, eot=self.eot)
-        return d
 
     def _losses(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Loss (M,) of ``x`` (M, ...) averaged over ``eot`` passes, in row chunks."""
@@ -95,7 +87,7 @@ class SPSA(Attack):
         shape = (s, n) + (1,) * (x.dim() - 1)
         return (diff.view(shape) * v).mean(0) / (2 * self.delta)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         """x (N, ...) in [0, 1], y (N,) -> x_adv (N, ...)."""
         gen = self.generator(x.device)
         x_adv = x.clone()
@@ -103,7 +95,7 @@ class SPSA(Attack):
         v2 = torch.zeros_like(x)
         b1, b2 = 0.9, 0.999
         done = self.logits(model, x, eot=self.eot).argmax(1) != y
-        queries = torch.full((x.shape[0],), self.eot, dtype=torch.long, device=x.device)
+        queries = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
         for t in range(1, self.iterations + 1):
             idx = (~done).nonzero().squeeze(1)
             if idx.numel() == 0 or self.eps == 0.0:
@@ -117,7 +109,5 @@ class SPSA(Attack):
             x_adv[idx] = xa
             fooled = self.logits(model, xa, eot=self.eot).argmax(1) != y[idx]
             done[idx] = fooled
-            queries[idx] += (2 * self.samples + 1) * self.eot
-        self.last_queries = queries
-        self.last_success = done
-        return x_adv
+            queries[idx] += 2 * self.samples + 1
+        return AttackResult(x_adv, done, queries)

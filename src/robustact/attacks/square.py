@@ -20,8 +20,8 @@ AutoAttack package, all deliberate:
 Query accounting: one *query* is one evaluation of a batch of candidate points (``eot``
 forward passes with ``eot > 1``). Every point is first checked on the clean input (one
 query); each restart then spends at most ``queries`` queries on each point still not fooled
-(one on the random start, ``queries - 1`` on square updates). ``last_queries`` (N,) records
-the queries spent per point, so ``last_queries <= 1 + restarts * queries``.
+(one on the random start, ``queries - 1`` on square updates). The result's ``queries`` (N,)
+records the queries spent per point, so ``queries <= 1 + restarts * queries``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
+from robustact.attacks.engine import check_int
 from robustact.attacks.losses import get_loss, margin
 
 __all__ = ["Square", "p_schedule"]
@@ -282,9 +283,9 @@ class Square(Attack):
             The paper's code intends this; AutoAttack's PyTorch port does not, so
             ``resample=False`` reproduces its (weaker per query) behaviour.
 
-    After a call: ``last_queries`` (N,) int64 queries spent per point (clean check included)
-    and ``last_success`` (N,) bool, whether the (mean) logits misclassify the returned point.
-    Inputs must be images (N, C, H, W) with H, W >= 2.
+    :meth:`run` gives ``queries`` (N,) int64 queries spent per point (clean check
+    included) and ``success`` (N,) bool, whether the (mean) logits misclassify the
+    returned point. Inputs must be images (N, C, H, W) with H, W >= 2.
     """
 
     name = "square"
@@ -303,23 +304,15 @@ class Square(Attack):
         resample: bool = True,
     ) -> None:
         super().__init__(eps=eps, norm=norm, seed=seed)
-        for field, v, low in (("queries", queries, 2), ("restarts", restarts, 1), ("eot", eot, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"Square {field} must be an int >= {low}, got {v!r}")
+        self.queries = check_int("queries", queries, 2)
+        self.restarts = check_int("restarts", restarts, 1)
+        self.eot = check_int("eot", eot, 1)
         if not 0.0 < float(p_init) <= 1.0:
             raise ValueError(f"Square p_init must be in (0, 1], got {p_init!r}")
         if loss not in ("margin", "ce"):
             raise ValueError(f"Square loss must be 'margin' or 'ce', got {loss!r}")
-        self.queries, self.p_init, self.restarts, self.eot = queries, float(p_init), restarts, eot
-        self.loss, self.resample = loss, bool(resample)
+        self.p_init, self.loss, self.resample = float(p_init), loss, bool(resample)
         self._loss_fn = get_loss(loss)
-        self.last_queries: Tensor | None = None
-
-    def describe(self) -> dict[str, object]:
-        d = dict(super().describe())
-        d.update(queries=self.queries, p_init=self.p_init, restarts=self.restarts)
-        d.update(eot=self.eot, loss=self.loss, resample=self.resample)
-        return d
 
     def _query_fn(self, model: nn.Module) -> _Query:
         loss_fn, eot = self._loss_fn, self.eot
@@ -338,8 +331,8 @@ class Square(Attack):
 
         return query
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Run the attack; x (N, C, H, W) in [0, 1], y (N,) -> x_adv (N, C, H, W)."""
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """Run the attack; x (N, C, H, W) in [0, 1], y (N,) -> result, x_adv (N, C, H, W)."""
         if x.dim() != 4 or min(x.shape[-2:]) < 2:
             raise ValueError(
                 f"Square needs images (N, C, H, W) with H, W >= 2, got shape {tuple(x.shape)}; "
@@ -365,6 +358,4 @@ class Square(Attack):
             better = run.margin < margin_best[idx]
             margin_best[idx[better]] = run.margin[better]
             x_adv[idx[better]] = run.x_best[better]
-        self.last_queries = queries
-        self.last_success = margin_best < 0
-        return x_adv
+        return AttackResult(x_adv, margin_best < 0, queries)

@@ -1,8 +1,10 @@
-"""Threat models as step objects: ``Linf`` and ``L2`` (init, step, project).
+"""Threat models as step objects: ``Linf``, ``L2`` and ``Unbounded`` (init, step, project).
 
 Every iterative attack shares one loop; the norm only changes how a random start is drawn,
 how a gradient becomes a step, and how a point is projected back into the threat model
-``{x' : ||x' - x|| <= eps} ∩ [0, 1]^d``.
+``{x' : ||x' - x|| <= eps} ∩ [0, 1]^d``. ``Unbounded(norm)`` is the same with
+``eps = inf``: its projection is the [0, 1] box alone (minimum-distortion attacks such as
+CW, and the zero-gradient walk); ``make_threat(norm, math.inf)`` returns it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def canonical_norm(norm: str) -> str:
 def _check_eps(eps: float) -> float:
     e = float(eps)
     if not math.isfinite(e) or e < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        raise ValueError(
+            f"eps must be a finite number >= 0, got {eps!r}; for no bound use Unbounded(norm)"
+        )
     return e
 
 
@@ -162,6 +166,49 @@ class L2(Threat):
         return (x_adv - x).flatten(1).norm(p=2, dim=1)
 
 
+class Unbounded(Threat):
+    """No radius (``eps = inf``): only the [0, 1] box constrains the point.
+
+    Steps (and distances) are those of ``norm``; the projection is a clamp to [0, 1], so
+    it never moves a point that is already an image. There is no random start in an
+    unbounded ball: :meth:`init` refuses.
+
+    Args:
+        norm: ``"Linf"`` or ``"L2"``: how a gradient becomes a step and how distance is
+            measured.
+    """
+
+    def __init__(self, norm: str = "L2") -> None:
+        self.norm = canonical_norm(norm)
+        self.eps = math.inf
+        self._steps: Threat = Linf(0.0) if self.norm == "Linf" else L2(0.0)
+
+    def init(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        raise ValueError(
+            "an unbounded threat model has no random start; start from x (random_start=False)"
+        )
+
+    def step(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
+        return self._steps.step(x_adv, grad, step_size)
+
+    def step_(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
+        return self._steps.step_(x_adv, grad, step_size)
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return x_adv.clamp(0.0, 1.0)
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return self._steps.distance(x_adv, x)
+
+    def __repr__(self) -> str:
+        return f"Unbounded(norm={self.norm!r})"
+
+
 def make_threat(norm: str, eps: float) -> Threat:
-    """The step object for ``norm`` (``"Linf"`` or ``"L2"``) with radius ``eps``."""
+    """The step object for ``norm`` (``"Linf"`` or ``"L2"``) with radius ``eps``.
+
+    ``eps = math.inf`` gives :class:`Unbounded` (box-only projection).
+    """
+    if isinstance(eps, (int, float)) and math.isinf(eps) and eps > 0:
+        return Unbounded(norm)
     return Linf(eps) if canonical_norm(norm) == "Linf" else L2(eps)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from robustact.activations import BReLU, StraightThroughMixin
-from robustact.attacks.base import ATTACKS, Attack
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
 from robustact.attacks.engine import check_int
 from robustact.attacks.pgd import PGD
 from robustact.bpda import BackwardApprox, bpda_modules, identity_backward, registered_bpda
@@ -77,7 +76,7 @@ class Transfer(Attack):
         eps, norm: threat model.
         surrogate: a differentiable twin of the model (same input and output shape);
             ``None`` derives one (:func:`derive_surrogate`); with nothing to swap the
-            attack returns ``x`` unchanged (``last_note`` says so).
+            attack returns ``x`` unchanged (``info["note"]`` of the result says so).
         steps, restarts, loss: of the PGD run on the surrogate.
         eot: passes averaged per surrogate gradient and per success check.
         seed: PGD's random starts.
@@ -103,15 +102,14 @@ class Transfer(Attack):
         self.surrogate = surrogate
         self.steps, self.restarts = check_int("steps", steps, 1), check_int("restarts", restarts, 1)
         self.loss, self.eot = loss, check_int("eot", eot, 1)
-        self.last_note = ""
 
     def describe(self) -> dict[str, Any]:
+        """The declared hyper-parameters; the surrogate as ``"given"`` or ``"derived"``."""
         d = dict(super().describe())
-        d.update(steps=self.steps, restarts=self.restarts, loss=self.loss, eot=self.eot)
         d["surrogate"] = "given" if self.surrogate is not None else "derived"
         return d
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         """x (N, ...) in [0, 1], y (N,) -> x_adv (N, ...)."""
         if self.surrogate is not None:
             sur, what = self.surrogate, "the given surrogate"
@@ -119,9 +117,9 @@ class Transfer(Attack):
             sur, names = derive_surrogate(model, x)
             what = f"a derived surrogate ({', '.join(names)} swapped)"
             if not names:
-                self.last_note = "no masking module to swap: no derived surrogate"
-                self.last_success = self.logits(model, x, eot=self.eot).argmax(1) != y
-                return x.clone()
+                fooled = self.logits(model, x, eot=self.eot).argmax(1) != y
+                note = "no masking module to swap: no derived surrogate"
+                return AttackResult(x.clone(), fooled, info={"note": note})
         pgd = PGD(
             eps=self.eps, norm=self.norm, steps=self.steps, loss=self.loss,
             restarts=self.restarts, eot=self.eot, seed=self.seed,
@@ -132,7 +130,5 @@ class Transfer(Attack):
         finally:
             sur.train(was)
         model.eval()
-        with torch.no_grad():
-            self.last_success = self.logits(model, x_adv, eot=self.eot).argmax(1) != y
-        self.last_note = f"PGD-{self.steps} on {what}"
-        return x_adv
+        fooled = self.logits(model, x_adv, eot=self.eot).argmax(1) != y
+        return AttackResult(x_adv, fooled, info={"note": f"PGD-{self.steps} on {what}"})

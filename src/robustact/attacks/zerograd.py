@@ -31,35 +31,39 @@ success (see DESIGN.md, "Evaluation soundness").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import ATTACKS, Attack
-from robustact.attacks.cw import unbounded_threat
+from robustact.attacks.base import ATTACKS, Attack, AttackResult
+from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import get_loss
 
 __all__ = ["ZeroGradPGD", "ZeroGradResult"]
 
 
 @dataclass(frozen=True)
-class ZeroGradResult:
-    """Outcome of :meth:`ZeroGradPGD.run` for N points.
+class ZeroGradResult(AttackResult):
+    """Outcome of :meth:`ZeroGradPGD.walk` for N points (an :class:`AttackResult` whose
+    ``x_adv`` is ``x_zero`` and whose ``success`` is "the returned point is misclassified").
 
     Attributes:
-        x_zero: (N, ...) the first iterate with an all-zero input gradient; the last
-            iterate where none was found.
         distance: (N,) L2 distance ``||x_zero - x||_2``; ``nan`` where not found.
         found: (N,) bool, a zero-gradient point was reached within the budget.
         steps: (N,) int64 PGD steps taken to reach it (0: the gradient is zero at ``x``);
             the step budget where not found.
     """
 
-    x_zero: Tensor
-    distance: Tensor
-    found: Tensor
-    steps: Tensor
+    distance: Tensor = field(kw_only=True)
+    found: Tensor = field(kw_only=True)
+    steps: Tensor = field(kw_only=True)
+
+    @property
+    def x_zero(self) -> Tensor:
+        """(N, ...) the first iterate with an all-zero input gradient; the last iterate
+        where none was found."""
+        return self.x_adv
 
     @property
     def found_rate(self) -> float:
@@ -84,12 +88,12 @@ class ZeroGradPGD(Attack):
         norm: ``"Linf"`` (sign steps) or ``"L2"`` (normalised-gradient steps).
         seed: accepted for a uniform interface; the walk is deterministic.
 
-    ``__call__(model, x, y)`` returns ``x_zero``; :meth:`run` returns the full
-    :class:`ZeroGradResult`, also kept as ``last_result``. ``last_success`` is whether the
-    returned point is misclassified.
+    ``__call__(model, x, y)`` returns ``x_zero``; :meth:`walk` (or :meth:`run`) returns the
+    full :class:`ZeroGradResult`.
     """
 
     name = "zerograd_pgd"
+    unbounded = True
 
     def __init__(
         self,
@@ -100,32 +104,30 @@ class ZeroGradPGD(Attack):
         norm: str = "Linf",
         seed: int | None = None,
     ) -> None:
-        unbounded = isinstance(eps, (int, float)) and math.isinf(eps) and eps > 0
-        super().__init__(eps=0.0 if unbounded else eps, norm=norm, seed=seed)
-        if unbounded:
-            self.eps, self.threat = math.inf, unbounded_threat(self.norm)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"ZeroGradPGD steps must be an int >= 1, got {steps!r}")
-        if not (math.isfinite(float(step_size)) and float(step_size) > 0):
-            raise ValueError(f"ZeroGradPGD step_size must be finite and > 0, got {step_size!r}")
-        self.steps, self.step_size = steps, float(step_size)
+        super().__init__(eps=eps, norm=norm, seed=seed)
+        self.steps = check_int("steps", steps, 1)
+        self.step_size = check_float("step_size", step_size)
+        if self.step_size == 0:
+            raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
         self._loss = get_loss("ce")
-        self.last_result: ZeroGradResult | None = None
 
-    def describe(self) -> dict[str, object]:
-        d = dict(super().describe())
-        if math.isinf(self.eps):
-            d["eps"] = None  # unbounded (inf is not valid JSON)
-        d.update(steps=self.steps, step_size=self.step_size)
-        return d
-
-    def run(self, model: nn.Module, x: Tensor, y: Tensor) -> ZeroGradResult:
+    def walk(self, model: nn.Module, x: Tensor, y: Tensor) -> ZeroGradResult:
         """The zero-gradient walk for x (N, ...) in [0, 1] and labels y (N,)."""
-        self(model, x, y)
-        assert self.last_result is not None
-        return self.last_result
+        res = self.run(model, x, y)
+        if isinstance(res, ZeroGradResult):
+            return res
+        # an empty batch never reaches perturb
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return ZeroGradResult(
+            res.x_adv,
+            res.success,
+            empty,
+            distance=empty.to(x.dtype),
+            found=res.success,
+            steps=empty,
+        )
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> ZeroGradResult:
         n = x.shape[0]
         x_cur = x.clone()
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -147,6 +149,5 @@ class ZeroGradPGD(Attack):
             x_cur[active] = self.threat.project(stepped, x[active])
         dist = (x_cur - x).flatten(1).norm(dim=1)
         dist = torch.where(found, dist, torch.full_like(dist, math.nan))
-        self.last_result = ZeroGradResult(x_zero=x_cur, distance=dist, found=found, steps=steps)
-        self.last_success = fooled
-        return x_cur
+        # a point is evaluated before each step it takes and once where it stops
+        return ZeroGradResult(x_cur, fooled, steps + 1, distance=dist, found=found, steps=steps)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from robustact._registry import Registry
+from robustact.attacks.adaptive import DEFAULT_EOT
 from robustact.attacks.threat import canonical_norm
 from robustact.evaluate.health import Escalation
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
@@ -141,7 +142,7 @@ def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
         norm,
         fast=fast,
         cascade=True,
-        eot_samples=8 if fast else 20,
+        eot_samples=8 if fast else DEFAULT_EOT,
         repeats=3 if fast else 5,
     )
 

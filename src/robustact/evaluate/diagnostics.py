@@ -225,10 +225,10 @@ class ZeroGradSummary:
 def zero_gradient_distance(
     model: nn.Module, x: Tensor, y: Tensor, **kwargs: Any
 ) -> ZeroGradSummary:
-    """Run ``robustact.attacks.ZeroGradPGD(**kwargs).run(model, x, y)`` and summarise it."""
+    """Run ``robustact.attacks.ZeroGradPGD(**kwargs).walk(model, x, y)`` and summarise it."""
     from robustact.attacks import zerograd
 
-    res = zerograd.ZeroGradPGD(**kwargs).run(model, x, y)
+    res = zerograd.ZeroGradPGD(**kwargs).walk(model, x, y)
     found = res.found.bool().cpu()
     dist = res.distance.detach().cpu().double()
     dist = torch.where(found, dist, torch.full_like(dist, math.nan))

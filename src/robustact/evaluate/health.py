@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import Attack, input_gradient
+from robustact.attacks.base import Attack, AttackResult, input_gradient
 from robustact.attacks.engine import check_int
 from robustact.attacks.losses import get_loss
 from robustact.attacks.spsa import SPSA
@@ -143,11 +143,9 @@ class Escalation(Attack):
         self.found: dict[str, int] = {}
 
     def describe(self) -> dict[str, Any]:
+        """The declared hyper-parameters (surrogate as ``"given"``/``"derived"``) and, after
+        a run, ``escalation`` (one line per stage) and ``found`` (points per stage)."""
         d = dict(super().describe())
-        d.update(eot=self.eot, square_queries=self.square_queries)
-        d.update(max_square_queries=self.max_square_queries)
-        d.update(spsa_iterations=self.spsa_iterations, spsa_samples=self.spsa_samples)
-        d.update(max_spsa_iterations=self.max_spsa_iterations)
         d["surrogate"] = "given" if self.surrogate is not None else "derived"
         if self.notes:
             d["escalation"] = list(self.notes)
@@ -162,18 +160,19 @@ class Escalation(Attack):
         idx = (~done).nonzero().squeeze(1)
         if idx.numel() == 0:
             return 0
-        xa = attack(model, x[idx], y[idx])
+        res = attack.run(model, x[idx], y[idx])
+        xa = res.x_adv
         model.eval()
         fooled = self.logits(model, xa, eot=self.eot).argmax(1) != y[idx]
         x_adv[idx[fooled]] = xa[fooled]
         done[idx[fooled]] = True
         n = int(fooled.sum())
         self.found[label] = n
-        note = getattr(attack, "last_note", "")
+        note = str(res.info.get("note", ""))
         self.notes.append(f"{label} found {n} of {idx.numel()} points{': ' + note if note else ''}")
         return n
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         """x (N, ...) in [0, 1], y (N,) -> x_adv (N, ...)."""
         self.notes, self.found = [], {}
         seed = self.seed if self.seed is not None else int(torch.randint(0, 2**30, (1,)))
@@ -202,5 +201,5 @@ class Escalation(Attack):
                 if found == 0:
                     break
                 it, r, bad = 2 * it, r + 1, True
-        self.last_success = done
-        return state[0]
+        info = {"escalation": list(self.notes), "found": dict(self.found)}
+        return AttackResult(state[0], done, info=info)

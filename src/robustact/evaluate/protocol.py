@@ -16,19 +16,20 @@ A :class:`Protocol` is a name, a threat model (eps, norm) and an ordered tuple o
     eps 0.03 for PGD-7 and no other), CW (unbounded; settings unstated, torchattacks'
     defaults c=1, kappa=0, 50 steps, lr 0.01 assumed).
 ``adaptive``
-    BPDA through caps (gradient attacks run inside ``surgery.straight_through``), EOT over
-    stochastic layers (``eot="auto"``: ``eot_samples`` passes when
-    ``surgery.is_stochastic(model)``, else 1), CE / DLR / margin losses, APGD-T, PGD-margin
-    with restarts and gradient-free Square (with EOT); AutoAttack-style cascade. DLR needs
-    at least 3 classes and APGD-T at least 4 (as in AutoAttack).
+    BPDA through caps (gradient attacks wrapped in ``attacks.Adaptive(bpda=True)``), EOT over
+    stochastic layers (``eot="auto"``: ``eot_samples`` passes, default
+    ``attacks.DEFAULT_EOT`` = 20, when ``surgery.is_stochastic(model)``, else 1), CE / DLR /
+    margin losses, APGD-T, PGD-margin with restarts and gradient-free Square (with EOT);
+    AutoAttack-style cascade. DLR needs at least 3 classes and APGD-T at least 4 (as in
+    AutoAttack).
 ``autoattack``
     The standard AutoAttack list: APGD-CE, APGD-T (DLR, 9 targets), FAB-T replaced by
     PGD-margin with 5 restarts (FAB is not implemented: a documented substitute; a
     minimum-norm attack finds the same points a strong margin attack finds at a fixed
     radius in most reported cases), Square 5000; cascade; no BPDA/EOT.
 
-``fast=True`` cuts steps, restarts, targets and queries (for tests and quick recipes) and
-is labelled in every report.
+``fast=True`` cuts steps, restarts, targets, queries and (``adaptive``) EOT passes to 8
+(for tests and quick recipes) and is labelled in every report.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from robustact.attacks import Attack, list_attacks
+from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, resolve_eot
 from robustact.attacks.threat import canonical_norm
-from robustact.surgery import is_stochastic
 
 __all__ = ["Protocol", "ProtocolEntry"]
 
@@ -95,9 +96,11 @@ class ProtocolEntry:
             factory ``(**kwargs) -> Attack``.
         kwargs: hyper-parameters passed to the attack (eps and norm are added from the
             protocol unless ``own_threat``).
-        bpda: run the attack inside ``surgery.straight_through(model)``.
+        bpda: straight-through (BPDA) gradients: :meth:`build` wraps the attack in
+            ``attacks.Adaptive(bpda=True)``.
         eot: forward passes averaged per gradient/query; ``"auto"`` = the protocol's
-            ``eot_samples`` on stochastic models, 1 otherwise.
+            ``eot_samples`` (default ``attacks.DEFAULT_EOT``) on stochastic models, 1
+            otherwise.
         own_threat: the attack keeps the eps/norm in ``kwargs`` (a different threat model);
             it is reported as its own column and left out of the worst case.
     """
@@ -109,22 +112,24 @@ class ProtocolEntry:
     eot: int | Literal["auto"] = 1
     own_threat: bool = False
 
-    def resolve_eot(self, model: nn.Module, eot_samples: int, x: Tensor | None = None) -> int:
+    def resolve_eot(
+        self, model: nn.Module, eot_samples: int = DEFAULT_EOT, x: Tensor | None = None
+    ) -> int:
         """The EOT count this entry uses on ``model`` (randomness tested on batch ``x``)."""
-        if self.eot == "auto":
-            return eot_samples if is_stochastic(model, x) else 1
-        return int(self.eot)
+        return resolve_eot(model, self.eot, eot_samples, x)
 
     def build(
         self,
         model: nn.Module,
         eps: float,
         norm: str,
-        eot_samples: int = 20,
+        eot_samples: int = DEFAULT_EOT,
         x: Tensor | None = None,
     ) -> Attack:
-        """Instantiate the attack for ``model`` under the protocol's threat model; ``x``
-        (a batch) lets ``eot="auto"`` detect randomness by behaviour."""
+        """The complete attack for ``model`` under the protocol's threat model: the EOT
+        count resolved on ``model`` (by behaviour on the batch ``x`` when given) and, when
+        the entry asks for BPDA or EOT, wrapped in :class:`~robustact.attacks.Adaptive`,
+        so callers just run it."""
         cls = _attack_class(self.attack)
         params = _params(cls)
         kw = dict(self.kwargs)
@@ -141,9 +146,12 @@ class ProtocolEntry:
                 f"but eot={eot} was requested; use an attack with EOT (pgd, apgd, square)"
             )
         try:
-            return cls(**kw)
+            attack = cls(**kw)
         except TypeError as e:
             raise ValueError(f"protocol entry {self.label!r}: bad attack arguments ({e})") from e
+        if self.bpda or eot > 1:
+            return Adaptive(attack, bpda=self.bpda, eot=eot if "eot" in params else None)
+        return attack
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description (attack name, kwargs, options)."""
@@ -183,7 +191,7 @@ class Protocol:
     norm: str = "Linf"
     fast: bool = False
     cascade: bool = True
-    eot_samples: int = 20
+    eot_samples: int = DEFAULT_EOT
     repeats: int = 5
 
     def __post_init__(self) -> None:
@@ -214,7 +222,7 @@ class Protocol:
         name: str = "custom",
         cascade: bool = True,
         fast: bool = False,
-        eot_samples: int = 20,
+        eot_samples: int = DEFAULT_EOT,
         repeats: int = 5,
     ) -> Protocol:
         """Build a protocol from dicts such as ``{"attack": "pgd", "steps": 20, "bpda": True}``.
