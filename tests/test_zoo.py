@@ -178,7 +178,10 @@ def test_zoo_adaptive_matches_hand_attack_and_verdicts(member, digits: Digits) -
         fast=True,
     )
     assert row["clean"] > 0.85, row
-    assert row["adaptive"] <= row["hand_single"] + 0.01, row  # type: ignore[operator]
+    if member.stochastic:  # both scored by expected correctness over 50 passes
+        assert row["adaptive_expected"] <= row["hand_expected"] + 0.01, row  # type: ignore[operator]
+    else:
+        assert row["adaptive"] <= row["hand_single"] + 0.01, row  # type: ignore[operator]
     if member.masking:
         assert row["verdict"] in ("masked", "suspect"), row
     else:
