@@ -9,7 +9,8 @@ is usable: *zero* (the margin-loss gradient is exactly 0: the network is flat th
 runs on the points every gradient attack left correct, instead of reporting a high number:
 
 1. **transfer** from a surrogate (the user's twin, or one derived by swapping the masking
-   modules, :func:`robustact.attacks.transfer.derive_surrogate`);
+   modules, :func:`robustact.attacks.transfer.derive_surrogate`); on a random model
+   (``eot > 1``) then BPDA-PGD with 2x, 4x, 8x the EOT passes while a round finds points;
 2. **Square** with a fresh seed per round and a query budget that doubles while a round
    still finds points;
 3. **SPSA** (score-based gradient estimate) when gradients are unhealthy on the remaining
@@ -28,9 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustact.attacks.adaptive import Adaptive
 from robustact.attacks.base import Attack, AttackResult, input_gradient
 from robustact.attacks.engine import check_int
 from robustact.attacks.losses import get_loss
+from robustact.attacks.pgd import PGD
 from robustact.attacks.spsa import SPSA
 from robustact.attacks.square import Square
 from robustact.attacks.transfer import Transfer
@@ -172,6 +175,22 @@ class Escalation(Attack):
         self.notes.append(f"{label} found {n} of {idx.numel()} points{': ' + note if note else ''}")
         return n
 
+    def _more_eot(self, model: nn.Module, x: Tensor, y: Tensor, state: Any, seed: int) -> bool:
+        """Random model: BPDA-PGD with 2x, 4x, 8x the EOT passes (CE, then margin, ...)
+        while a round still finds points. Returns whether any round did."""
+        if self.eot == 1:
+            return False
+        any_found = False
+        for r, loss in enumerate(("ce", "margin", "ce"), 1):
+            eot = self.eot * 2**r
+            pgd = PGD(eps=self.eps, norm=self.norm, steps=50, loss=loss, eot=eot, seed=seed + r)
+            att = Adaptive(pgd, bpda=True)
+            found = self._stage(f"PGD-50-{loss}+BPDA+EOT{eot}", att, model, x, y, state)
+            any_found |= found > 0
+            if found == 0 or bool(state[1].all()):
+                break
+        return any_found
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         """x (N, ...) in [0, 1], y (N,) -> x_adv (N, ...)."""
         self.notes, self.found = [], {}
@@ -181,6 +200,7 @@ class Escalation(Attack):
         kw: dict[str, Any] = {"eps": self.eps, "norm": self.norm, "eot": self.eot}
         tr = Transfer(**kw, surrogate=self.surrogate, seed=seed)
         any_found = self._stage("transfer", tr, model, x, y, state) > 0
+        any_found |= self._more_eot(model, x, y, state, seed)
         q, r = self.square_queries, 1
         while q <= self.max_square_queries and not bool(done.all()):
             sq = Square(**kw, queries=q, seed=seed + r)

@@ -19,9 +19,12 @@ A :class:`Protocol` is a name, a threat model (eps, norm) and an ordered tuple o
     BPDA through caps (gradient attacks wrapped in ``attacks.Adaptive(bpda=True)``), EOT over
     stochastic layers (``eot="auto"``: ``eot_samples`` passes, default
     ``attacks.DEFAULT_EOT`` = 20, when ``surgery.is_stochastic(model)``, else 1), CE / DLR /
-    margin losses, APGD-T, PGD-margin with restarts and gradient-free Square (with EOT);
-    AutoAttack-style cascade. DLR needs at least 3 classes and APGD-T at least 4 (as in
-    AutoAttack).
+    margin losses, APGD-T, PGD-margin with restarts and gradient-free Square (with EOT),
+    then ``evaluate.health.Escalation`` on the survivors (transfer from a derived
+    surrogate, Square rounds with doubling budgets, SPSA); AutoAttack-style cascade.
+    Randomness and BPDA are decided by behaviour on each batch (``surgery.is_stochastic
+    (model, x)``, ``bpda.find_flat_modules``) as well as by the built-in layers. DLR needs
+    at least 3 classes and APGD-T at least 4 (as in AutoAttack).
 ``autoattack``
     The standard AutoAttack list: APGD-CE, APGD-T (DLR, 9 targets), FAB-T replaced by
     PGD-margin with 5 restarts (FAB is not implemented: a documented substitute; a
