@@ -1,40 +1,48 @@
 # Two commands for a fresh clone: `make demo` and `make test`.
-# Both create .venv when missing and (re)install only when pyproject.toml or
-# constraints.txt changed since the last install (stamp file).
+# Both create .venv when missing. `make demo` installs the runtime dependencies only;
+# `make test` adds the dev extra (linters, type checker, test oracles, Ray). Each install
+# step re-runs only when pyproject.toml or constraints.txt changed since it last ran
+# (stamp files).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
-STAMP := $(VENV)/.robustact-installed
+PIP := $(PY) -m pip --disable-pip-version-check
+RUNTIME := $(VENV)/.robustact-runtime
+DEV := $(VENV)/.robustact-dev
 
-.PHONY: demo test lint typecheck pytest install clean bench
+.PHONY: demo test lint typecheck pytest install install-dev clean bench
 
-install: $(STAMP)
+install: $(RUNTIME)
+install-dev: $(DEV)
 
-$(STAMP): pyproject.toml constraints.txt
+$(RUNTIME): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"
-	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
-	@# torchattacks declares torchvision (no CPU build here); it is a test-only oracle.
-	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt --no-deps torchattacks
-	@touch $(STAMP)
+	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
+	$(PIP) install --quiet -c constraints.txt -e .
+	@touch $(RUNTIME)
 
-demo: $(STAMP)
+$(DEV): $(RUNTIME)
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	@# torchattacks declares torchvision (no CPU build here); it is a test-only oracle.
+	$(PIP) install --quiet -c constraints.txt --no-deps torchattacks
+	@touch $(DEV)
+
+demo: $(RUNTIME)
 	$(VENV)/bin/robustact demo
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+lint: $(DEV)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(DEV)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(PY) benchmarks/attacks.py
 
 clean:

@@ -162,6 +162,12 @@ def test_train_attack_evaluate_diagnose(tmp_path: Path, capsys: pytest.CaptureFi
     assert adaptive["robust_accuracy"] <= adaptive["clean_accuracy"]
     assert seed["robust_accuracy"] <= seed["clean_accuracy"]
     assert ev["masking"]["0.1"]["verdict"] in ("no evidence", "suspect", "masked")
+    worst = {
+        r["protocol"]: r["value"]
+        for r in ev["rows"]
+        if r["kind"] == "result" and r["attack"] == "worst" and r["metric"] == "accuracy"
+    }
+    assert worst == {"seed": seed["robust_accuracy"], "adaptive": adaptive["robust_accuracy"]}
 
     diag = tmp_path / "diag"
     assert main(["diagnose", str(ck), "--eps", "0.1", "--n", "40", "--fast",
@@ -171,13 +177,18 @@ def test_train_attack_evaluate_diagnose(tmp_path: Path, capsys: pytest.CaptureFi
     d = json.loads((diag / "diagnose.json").read_text())
     assert {c["name"] for c in d["masking"]["checks"]} >= {"zero_gradient", "bpda_beats_plain"}
     assert all(c["citation"] for c in d["masking"]["checks"])
-    layers = d["layer_growth"]["layers"]
+    layers = d["diagnostics"]["layer_growth"]["layer_growth_adaptive@0.1"]
     assert [x["name"] for x in layers] == ["input", "act1", "act2"]
     assert 0 < layers[0]["linf"] <= 0.1 + 1e-6
     assert d["caps"][0]["name"] == "act2" and d["caps"][0]["cap_max"] == 1.0
-    assert [r["name"] for r in d["negative_unit_ratio"]] == ["act1", "act2"]
-    assert all(r["post"] == 0.0 for r in d["negative_unit_ratio"])  # (S-)ReLU outputs >= 0
-    assert d["sensitivity"]["mean_score"] >= 0.0
+    negative = d["diagnostics"]["negative_unit_ratio"]
+    assert [r["name"] for r in negative] == ["act1", "act2"]
+    assert all(r["post"] == 0.0 for r in negative)  # (S-)ReLU outputs >= 0
+    assert d["diagnostics"]["sensitivity_map"]["sensitivity_map+bpda"]["score_mean"] >= 0.0
+    # typed rows: the masking verdict and the diagnostics, each with its kind
+    kinds = {(r["kind"], r["attack"]) for r in d["rows"]}
+    assert ("masking", "verdict") in kinds and ("diagnostic", "layer_growth_adaptive") in kinds
+    assert all(r["seed"] == 0 and r["data"] for r in d["rows"])
     for name in d["plots"].values():
         assert (diag / name).read_bytes()[:4] == b"\x89PNG"
     assert "layer_growth.png" in d["plots"].values()

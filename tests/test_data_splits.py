@@ -50,7 +50,7 @@ def test_digits_upscaled():
     small = load_dataset("digits", split="test").tensors()[0]
     # Bilinear upscaling keeps the mean brightness of each image to within a few percent.
     assert torch.allclose(x.mean((1, 2, 3)), small.mean((1, 2, 3)), atol=0.02)
-    with pytest.raises(DatasetError, match="size must be a positive int"):
+    with pytest.raises(DatasetError, match="size must be an integer >= 1"):
         load_dataset("digits", size=0)
 
 
@@ -85,7 +85,7 @@ def test_train_val_split_stratified_seeded_disjoint():
     assert not torch.equal(va.images, va3.images)
     # Labels still match their images after the split.
     assert torch.equal(va.labels, ds.labels[va.images[:, 0, 0, 0].long()])
-    with pytest.raises(DatasetError, match="val_fraction must be in"):
+    with pytest.raises(DatasetError, match="val_fraction must be a finite number in"):
         train_val_split(ds, 1.0)
 
 
@@ -130,7 +130,9 @@ def test_imagedataset_validates():
     with pytest.raises(DatasetError, match="3 images but 2 labels"):
         ImageDataset(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(2), ["a"], "t")
     with pytest.raises(DatasetError, match="must be uint8 or float32"):
-        ImageDataset(torch.zeros(3, 1, 2, 2, dtype=torch.int32), torch.zeros(3), ["a"], "t")
+        ImageDataset(torch.zeros(3, 1, 2, 2, dtype=torch.bool), torch.zeros(3), ["a"], "t")
+    with pytest.raises(DatasetError, match=r"must hold 0\.\.255 pixel values"):
+        ImageDataset(torch.full((3, 1, 2, 2), 300, dtype=torch.int32), torch.zeros(3), ["a"], "t")
     with pytest.raises(DatasetError, match=r"must be \(N, C, H, W\)"):
         ImageDataset(torch.zeros(3, 2, 2), torch.zeros(3), ["a"], "t")
     assert np.isclose(float(_toy().tensors()[0].max()), 99 / 255)

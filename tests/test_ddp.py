@@ -4,6 +4,7 @@ commits the cell to the store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -60,24 +61,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, port: int, out: str, config: dict[str, Any]) -> None:
-    from robustact.experiments.cell import prepare_cell
-    from robustact.experiments.ddp import fit_ddp, init_distributed, main
+def _join(rank: int, world: int, port: int) -> None:
+    from robustact.experiments.ddp import init_distributed
 
     torch.set_num_threads(1)
     # what torchrun would set; init_distributed() reads it (env://, gloo on the CPU)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     init_distributed("cpu")
+
+
+def _worker(rank: int, world: int, port: int, out: str, config: dict[str, Any]) -> None:
+    from robustact.experiments.cell import prepare_cell
+    from robustact.experiments.ddp import main
+    from robustact.train import fit, save_checkpoint
+
+    _join(rank, world, port)
     prep = prepare_cell(config)
     if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
         with torch.no_grad():
             for p in prep.model.parameters():
                 p.add_(1.0)
-    hist = fit_ddp(
-        prep.model, prep.objective, prep.train, prep.train_config, val_data=prep.val,
-        checkpoint_path=Path(out) / "model.safetensors",
-    )  # fmt: skip
+    hist = fit(prep.model, prep.objective, prep.train, prep.train_config, val_data=prep.val,
+               strategy="ddp")  # fmt: skip
+    if rank == 0:
+        save_checkpoint(Path(out) / "model.safetensors", prep.model)
     state = {k: v.contiguous() for k, v in prep.model.state_dict().items()}
     save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(hist["loss"]))
@@ -130,3 +138,85 @@ def test_entry_point_needs_a_distributed_environment(
     assert len(err.strip().splitlines()) == 1
     assert main(["--config", str(tmp_path / "missing.json")]) == 2
     assert "cannot read cell config" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ one loop, with and without DDP
+class _CrashError(Exception):
+    pass
+
+
+def _job(tmp: Path, strategy: str | None) -> dict[str, Any]:
+    """The same 2-epoch job: an uninterrupted run, a run killed after epoch 0 and resumed,
+    and a diverging run. D-ReLU caps start at 0.3 and the penalty at cap_lr 1 pushes them
+    far below the 0.2 floor, so only the clamp after each step keeps them there."""
+    from robustact.activations import DReLU
+    from robustact.train import DivergenceError, Natural, TrainConfig, fit, with_penalty
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 8, 8, generator=g)
+    y = (x.flatten(1)[:, :4].argmax(1)).long()  # a learnable rule, 4 classes
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16),
+                                   DReLU(16, init_max=0.3), torch.nn.Linear(16, 4))  # fmt: skip
+
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.02, cap_lr=1.0, min_cap=0.2, seed=3,
+                      progress=False)  # fmt: skip
+    obj = with_penalty(Natural(), 1.0)
+    full = model()
+    h_full = fit(full, obj, (x, y), cfg, checkpoint_dir=tmp / "full", strategy=strategy)
+
+    def crash(epoch: int, record: dict[str, Any]) -> None:
+        if epoch == 0:
+            raise _CrashError
+
+    part = model()
+    with contextlib.suppress(_CrashError):  # the crash: its state of epoch 0 is on disk
+        fit(part, obj, (x, y), cfg, checkpoint_dir=tmp / "part", on_epoch_end=crash,
+            strategy=strategy)  # fmt: skip
+    resumed = model()
+    h_res = fit(resumed, obj, (x, y), cfg, checkpoint_dir=tmp / "part", resume=True,
+                strategy=strategy)  # fmt: skip
+    try:
+        fit(model(), obj, (x, y), cfg.replace(optimizer="sgd", lr=1e30), strategy=strategy)
+        nan = "not refused"
+    except DivergenceError as e:
+        nan = str(e)
+    return {"full": {k: v.clone() for k, v in full.state_dict().items()},
+            "resumed": {k: v.clone() for k, v in resumed.state_dict().items()},
+            "loss": h_full["loss"], "loss_resumed": h_res["loss"], "nan": nan}  # fmt: skip
+
+
+def _job_worker(rank: int, world: int, port: int, out: str) -> None:
+    _join(rank, world, port)
+    res = _job(Path(out) / "ddp", "ddp")
+    for k in ("full", "resumed"):
+        save_file({n: t.contiguous() for n, t in res[k].items()},
+                  str(Path(out) / f"{k}{rank}.safetensors"))  # fmt: skip
+    info = {k: res[k] for k in ("loss", "loss_resumed", "nan")}
+    (Path(out) / f"info{rank}.json").write_text(json.dumps(info))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: ~15 s idle, more on busy cores
+def test_one_loop_with_and_without_ddp(tmp_path: Path) -> None:
+    single = _job(tmp_path / "single", None)
+    mp.spawn(_job_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    ddp = [{k: load_file(str(tmp_path / f"{k}{r}.safetensors")) for k in ("full", "resumed")}
+           for r in range(2)]  # fmt: skip
+    info = [json.loads((tmp_path / f"info{r}.json").read_text()) for r in range(2)]
+    for run in (single, ddp[0], ddp[1]):
+        # resumption is exact in both, and the caps stayed clamped at the floor
+        assert all(torch.equal(run["full"][k], run["resumed"][k]) for k in run["full"])
+        caps = run["full"]["2.max_value"]
+        assert float(caps.min()) == pytest.approx(0.2) and bool((caps >= 0.2).all())
+    assert all(torch.equal(ddp[0]["full"][k], ddp[1]["full"][k]) for k in ddp[0]["full"])
+    # with equal shards DDP's averaged gradient is the one-process batch gradient
+    for k, v in single["full"].items():
+        torch.testing.assert_close(ddp[0]["full"][k], v, rtol=1e-4, atol=1e-5)
+    assert info[0]["loss"] == info[1]["loss"] == info[0]["loss_resumed"]
+    assert info[0]["loss"] == pytest.approx(single["loss"], rel=1e-4)
+    assert single["loss"] == single["loss_resumed"]
+    for msg in (single["nan"], info[0]["nan"], info[1]["nan"]):
+        assert msg.startswith("training diverged") and "\n" not in msg

@@ -15,12 +15,10 @@ from robustact.evaluate.diagnostics import (
     cap_trajectories,
     layer_distances,
     negative_unit_ratio,
-    plot_cap_trajectories,
-    plot_layer_distances,
-    plot_sensitivity_map,
     sensitivity_map,
     zero_gradient_distance,
 )
+from robustact.report.plots import plot_cap_trajectories, plot_layer_growth, plot_sensitivity_map
 
 
 def _linear(weight: list[list[float]], bias: list[float] | None = None) -> nn.Linear:
@@ -48,7 +46,7 @@ def test_layer_distances_hand_computed() -> None:
     assert d[2].linf == pytest.approx((0.2 + 0.5) / 2)
     lin = layer_distances(model, x, x_adv, where="linear")
     assert [e.name for e in lin] == ["input", "0"]
-    fig = plot_layer_distances({"toy": d}, norm="L2")
+    fig = plot_layer_growth({"toy": {"l2": [e.l2 for e in d]}}, layer_names=[e.name for e in d])
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     with pytest.raises(ValueError, match="must match"):
         layer_distances(model, x, x_adv[:1])
@@ -115,7 +113,7 @@ def test_cap_history_and_plot() -> None:
     traj = cap_trajectories(hist)
     assert traj["1"]["mean"] == [2.0, 1.0] and traj["1"]["epoch"] == [0.0, 1.0]
     assert traj["3"]["max"] == [0.5]
-    fig = plot_cap_trajectories(hist)
+    fig = plot_cap_trajectories(cap_trajectories(hist), logy=True)
     assert isinstance(fig, Figure) and fig.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError, match="'min', 'mean' and 'max'"):
         cap_trajectories([{"epoch": 0, "caps": {"a": {"min": 1.0}}}])

@@ -123,3 +123,15 @@ def test_report_is_reproducible(digits_mlp, digits) -> None:
     a = masking_report(digits_mlp, x[:40], y[:40], eps=0.05, fast=True, seed=1)
     b = masking_report(digits_mlp, x[:40], y[:40], eps=0.05, fast=True, seed=1)
     assert a.accuracies == b.accuracies and a.verdict == b.verdict
+
+
+def test_each_case_flags_its_checks(reports: dict[str, MaskingReport]) -> None:
+    flagged = {name: set(r.flagged) for name, r in reports.items()}
+    assert {"zero_gradient", "cap_saturation", "bpda_beats_plain"} <= flagged["srelu"]
+    assert {"eot_beats_single", "stochastic_predictions"} <= flagged["brelu"]
+    assert not flagged["relu"] and not flagged["pgd"]
+    # the typed rows carry every check's flag under its own name, nothing in a string
+    rows = {(r.attack, r.item, r.metric): r.value for r in reports["srelu"].rows()}
+    assert rows[("check", "bpda_beats_plain", "flagged")] == 1.0
+    assert rows[("verdict", None, "level")] == 2.0
+    assert rows[("PGD-10", None, "accuracy")] == reports["srelu"].accuracies["PGD-10"]

@@ -12,7 +12,6 @@ from torch import nn
 from robustact.activations import DReLU, SReLU
 from robustact.models import (
     Normalize,
-    config_mismatches,
     create_model,
     default_input_shape,
     describe_act_layer,
@@ -276,12 +275,33 @@ def test_device_follows_input_and_meta_device_works() -> None:
     assert m(torch.empty(2, 1, 28, 28, device="meta")).device.type == "meta"
 
 
-def test_config_mismatches_flags_surgery() -> None:
+def _same_architecture(a: nn.Module, b: nn.Module) -> bool:
+    types = [(n, type(m).__name__) for n, m in a.named_modules()]
+    shapes = {k: tuple(v.shape) for k, v in a.state_dict().items()}
+    return types == [(n, type(m).__name__) for n, m in b.named_modules()] and shapes == {
+        k: tuple(v.shape) for k, v in b.state_dict().items()
+    }
+
+
+def test_surgery_is_recorded_and_replayed_by_the_config() -> None:
     m = create_model("lenet5", act_layer="srelu")
-    assert config_mismatches(m) == []
     swapped, _ = replace_activations(m, "relu", match="classifier.act4")
-    assert config_mismatches(swapped) == ["module 'classifier.act4' is ReLU, config builds SReLU"]
-    capped, _ = insert_capped_layer(m, "before_output", width=32)
-    problems = config_mismatches(capped)
-    assert any("classifier.fc_out" in p and "Sequential" in p for p in problems)
-    assert any("not in the config's model" in p for p in problems)
+    capped, _ = insert_capped_layer(swapped, "before_output", width=32, activation="drelu")
+    cfg = json.loads(json.dumps(capped.robustact_config))
+    assert [e["op"] for e in cfg["edits"]] == ["replace_activations", "insert_capped_layer"]
+    assert cfg["edits"][0]["names"] == ["classifier.act4"] and cfg["edits"][1]["width"] == 32
+    assert "edits" not in m.robustact_config  # the original's record is left alone
+    rebuilt = model_from_config(cfg)
+    assert _same_architecture(rebuilt, capped) and rebuilt.robustact_config == cfg
+    assert type(rebuilt.classifier.act4) is nn.ReLU
+    # a lambda activation is recorded as not rebuildable, and rebuilding says so
+    odd, _ = replace_activations(m, lambda: nn.Tanh(), match=0)
+    assert odd.robustact_config["rebuildable"] is False
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        model_from_config(odd.robustact_config)
+
+
+def test_unknown_edit_fails_with_the_known_ones() -> None:
+    cfg = {**create_model("lenet5").robustact_config, "edits": [{"op": "teleport"}]}
+    with pytest.raises(ValueError, match="teleport"):
+        model_from_config(cfg)

@@ -135,6 +135,6 @@ def test_quick_table4_2_runs_end_to_end(tmp_path: Path) -> None:
             assert ("seed", "FGSM", "accuracy", 0.1) in rows
             assert ("seed", "PGD-10", "accuracy", 0.1) in rows
             assert c.extra["masking"]["verdict"] in ("no evidence", "suspect", "masked")
-            assert ("masking", "checks", "verdict", 0.1) in rows
+            assert ("masking", "verdict", "level", 0.1) in rows
         by_act = {c.config["activation"]["name"]: c for c in cells}
         assert set(by_act) == {"relu", "srelu"}

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-from robustact.experiments.cell import load_cell_model, run_cell
+from robustact.experiments.cell import run_cell
 from robustact.experiments.runner import RAY_HINT, run_spec
 from robustact.experiments.spec import parse_spec
 from robustact.experiments.store import ResultStore
+from robustact.train import load_checkpoint
 
 
 def tiny(masking: bool = False, datasets: list[Any] | None = None) -> dict[str, Any]:
@@ -54,15 +55,16 @@ def test_local_run_writes_rows_and_rerun_skips(tmp_path: Path) -> None:
             fgsm = rows[("mini", "fgsm", "cumulative_accuracy", 0.1, "Linf")]
             assert 0.3 < clean <= 1.0  # one epoch on digits learns something
             assert worst <= clean and worst == fgsm  # one attack: it is the worst case
-            assert ("masking", "checks", "verdict", 0.1, "Linf") in rows
-            assert ("masking", "checks", "zero_gradient/flagged", 0.1, "Linf") in rows
+            typed = {(r.kind, r.attack, r.item, r.metric, r.eps) for r in store.metrics(c.cell_id)}
+            assert ("masking", "verdict", None, "level", 0.1) in typed
+            assert ("masking", "check", "zero_gradient", "flagged", 0.1) in typed
             assert rows[("training", "final", "epochs", None, None)] == 1.0
             assert len(c.extra["history"]) == 1
             assert c.extra["masking"]["verdict"] in ("no evidence", "suspect", "masked")
             assert {"data", "train", "evaluate", "masking"} <= set(c.extra["timings"])
             assert c.checkpoint is not None and Path(c.checkpoint).is_file()
         # the checkpoint holds the trained weights (the surgery-placed S-ReLU included)
-        model, meta = load_cell_model(cells[1].checkpoint)
+        model, meta = load_checkpoint(cells[1].checkpoint)
         assert type(model.act1).__name__ == "SReLU" and meta["extra"]["cell_id"] == cells[1].cell_id
         x = torch.rand(5, 1, 8, 8)
         assert model(x).shape == (5, 10)
@@ -109,7 +111,7 @@ def test_two_worker_processes_match_one(tmp_path: Path) -> None:
 
 def test_bad_arguments_fail_before_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse_spec(tiny())
-    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         run_spec(spec, tmp_path / "r.sqlite", workers=0)
     with pytest.raises(ValueError, match="backend must be one of local, ray"):
         run_spec(spec, tmp_path / "r.sqlite", backend="dask")
@@ -142,31 +144,32 @@ def test_defences_diagnostics_and_shared_training(tmp_path: Path) -> None:
         labels = {c.cell_id: c.label.split("/")[-2] for c in spec.cells()}
         cells = {labels[c.cell_id]: c for c in store.cells()}
         rows = {
-            k: {(r.protocol, r.attack, r.metric): r.value for r in store.metrics(c.cell_id)}
+            k: {(r.protocol, r.attack, r.item, r.metric): r.value for r in store.metrics(c.cell_id)}
             for k, c in cells.items()
         }
     plain, cap = rows["natural"], rows["swap=cap(max_value=0.05)"]
     # the swap cell evaluated the same trained classifier with its cap lowered: the
     # trajectory (training) is shared, the clean accuracy (evaluation) is not
     assert cells["swap=cap(max_value=0.05)"].extra.get("shared_training") is True
-    assert plain[("diagnostics", "cap/act1", "mean")] == cap[("diagnostics", "cap/act1", "mean")]
-    assert plain[("diagnostics", "cap/act1", "mean")] == 0.5
-    assert plain[("mini", "clean", "accuracy")] != cap[("mini", "clean", "accuracy")]
+    cap_mean = ("diagnostics", "cap_trajectory", "act1", "mean")
+    assert plain[cap_mean] == cap[cap_mean] == 0.5
+    assert plain[("mini", "clean", None, "accuracy")] != cap[("mini", "clean", None, "accuracy")]
     # S-ReLU caps at 0.5: the capped layer's output moves by at most 0.5 per unit
-    assert 0 < plain[("diagnostics", "layer_growth/act1", "linf")] <= 0.5 + 1e-6
+    assert 0 < plain[("diagnostics", "layer_growth", "act1", "linf")] <= 0.5 + 1e-6
     # the input row is the perturbation itself: inside the eps ball (points stop at their
     # first fooling iterate, so the mean may sit below eps)
-    assert 0.05 < plain[("diagnostics", "layer_growth/input", "linf")] <= 0.1 + 1e-6
-    assert ("diagnostics", "layer_growth_adaptive/act1", "l2") in plain
-    assert plain[("diagnostics", "negative_unit_ratio/act1", "post")] == 0.0
-    assert 0 < plain[("diagnostics", "negative_unit_ratio/act1", "pre")] < 1
-    assert 0 <= plain[("diagnostics", "zero_gradient", "found_fraction")] <= 1
-    assert plain[("diagnostics", "sensitivity_map", "score_mean")] >= 0
-    assert plain[("diagnostics", "pgd_steps/3", "accuracy")] <= plain[("mini", "clean", "accuracy")]
+    assert 0.05 < plain[("diagnostics", "layer_growth", "input", "linf")] <= 0.1 + 1e-6
+    assert ("diagnostics", "layer_growth_adaptive", "act1", "l2") in plain
+    assert plain[("diagnostics", "negative_unit_ratio", "act1", "post")] == 0.0
+    assert 0 < plain[("diagnostics", "negative_unit_ratio", "act1", "pre")] < 1
+    assert 0 <= plain[("diagnostics", "zero_gradient", None, "found_fraction")] <= 1
+    assert plain[("diagnostics", "sensitivity_map", None, "score_mean")] >= 0
+    clean = plain[("mini", "clean", None, "accuracy")]
+    assert plain[("diagnostics", "pgd_steps", "3", "accuracy")] <= clean
     # 1-bit input quantisation: a masked-looking defence, its verdict is stored
     prep = cells["preprocess=bit_depth(bits=1)"]
     assert prep.extra["masking"]["verdict"] in ("suspect", "masked")
     # the spectral-norm cell's checkpoint loads back with its parametrisation
-    model, _ = load_cell_model(cells["transform=spectral_norm"].checkpoint)
+    model, _ = load_checkpoint(cells["transform=spectral_norm"].checkpoint)
     assert hasattr(model.fc1, "parametrizations") and model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     assert len(list((ck / "_trained").iterdir())) == 2  # srelu and srelu+spectral_norm

@@ -152,11 +152,23 @@ def test_claim(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "r.sqlite") as store:
         assert store.claim(CFG, owner="run1")
         assert not store.claim(CFG, owner="run1")  # same run: another worker has it
-        assert store.claim(CFG, owner="run2")  # a new run takes over a dead run's cell
+        assert not store.claim(CFG, owner="run2")  # another run: its owner (us) is alive
+        assert store.claim_state(CFG) == ("live", None)
+        # the owner died (a pid that no longer exists): a new run takes the cell over
+        store.conn.execute("UPDATE cells SET owner_pid = ?", (_dead_pid(),))
+        assert store.claim_state(CFG) == ("stale", None)
+        assert store.claim(CFG, owner="run2")
         assert store.cell(cell_id(CFG)).attempts == 2  # type: ignore[union-attr]
         assert not store.is_done(CFG) and store.records() == []
         store.put_cell(CFG, ROWS)
         assert not store.claim(CFG, owner="run3")
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 _WRITER = textwrap.dedent(
@@ -268,13 +280,15 @@ def test_csv_export_exact(tmp_path: Path) -> None:
         cell_id({"act": "s,relu", "tags": ["a", "b"]}),
     ]
     head = (
-        "cell_id,spec,seed,protocol,attack,metric,value,eps,norm,robustact_version,"
+        "cell_id,spec,seed,kind,protocol,attack,item,metric,value,eps,norm,n,robustact_version,"
         "git_commit,started_at,finished_at,seconds,checkpoint,cfg.act,cfg.opt.lr,cfg.tags\n"
     )
     assert text == (
         head
-        + f"{ids[0]},,0,seed,clean,accuracy,0.1,,,{v},{commit},10.0,12.25,2.25,,relu,0.001,\n"
-        + f"{ids[1]},,,seed,PGD,accuracy,0.3333333333333333,0.1,linf,{v},{commit},,20.0,,,"
+        + f"{ids[0]},,0,result,seed,clean,,accuracy,0.1,,,,{v},{commit},10.0,12.25,2.25,,relu,"
+        + "0.001,\n"
+        + f"{ids[1]},,,result,seed,PGD,,accuracy,0.3333333333333333,0.1,linf,,{v},{commit},,"
+        + "20.0,,,"
         + '"s,relu",,"[""a"",""b""]"\n'
     )
     rows = list(csv.DictReader(text.splitlines()))

@@ -185,3 +185,135 @@ def test_fresh_run_refuses_a_used_checkpoint_dir(tmp_path: Path, digits: Digits)
     fit(mlp(), Natural(), (x, y), cfg, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="already holds a run"):
         fit(mlp(), Natural(), (x, y), cfg, checkpoint_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ one record, one loader
+def test_edited_trained_model_reloads_bitwise_through_load_checkpoint_alone(
+    tmp_path: Path, digits: Digits
+) -> None:
+    from robustact.defenses import Preprocessed, get_preprocess
+    from robustact.models import create_model
+    from robustact.surgery import insert_capped_layer, replace_activations
+
+    x, y, xt, _ = digits
+    torch.manual_seed(0)
+    model = create_model("mlp_general", in_channels=1, hidden=[24, 12], input_size=(8, 8))
+    model, _ = replace_activations(model, "srelu", 0)  # S-ReLU swap
+    model, _ = insert_capped_layer(model, "before_output", 16, "drelu")  # D-ReLU insert
+    model = Preprocessed(model, get_preprocess("bit_depth", bits=1))  # 1-bit preprocessing
+    fit(model, Natural(), (x, y), TrainConfig(epochs=1, batch_size=64, progress=False))
+    path = save_checkpoint(tmp_path / "edited", model)
+    loaded, meta = load_checkpoint(path)  # no model=: the sidecar alone rebuilds it
+    assert [e["op"] for e in meta["model"]["config"]["edits"]] == [
+        "replace_activations", "insert_capped_layer", "preprocess"
+    ]  # fmt: skip
+    assert type(loaded.classifier.act1).__name__ == "SReLU"
+    assert type(loaded.classifier.fc_out.capped_act).__name__ == "DReLU"
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(xt[:50]), model(xt[:50]))
+
+
+def test_checkpoint_of_main_sidecar_format_1_still_loads() -> None:
+    # written by main's save_cell_checkpoint: S-ReLU placed by surgery (no parameters, so a
+    # config-only rebuild would silently give ReLU) and a spectral-norm transform
+    from safetensors.torch import load_file
+
+    here = Path(__file__).parent / "data" / "legacy_v1"
+    model, meta = load_checkpoint(here / "model.safetensors")
+    assert meta["format_version"] == 1 and type(model.act1).__name__ == "SReLU"
+    expected = load_file(str(here / "expected.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(model(expected["x"]), expected["logits"])
+
+
+def test_config_that_lost_its_surgery_is_refused_not_rebuilt_silently(tmp_path: Path) -> None:
+    from robustact.models import create_model
+    from robustact.surgery import replace_activations
+
+    model, _ = replace_activations(create_model("mlp_general", in_channels=1), "srelu", 0)
+    path = save_checkpoint(tmp_path / "m", model)
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    del meta["model"]["config"]["edits"]  # what a pre-record save of this model looked like
+    side.write_text(json.dumps(meta))
+    with pytest.raises(
+        CheckpointError, match="has ReLU at act1 where the checkpoint recorded SReLU"
+    ):
+        load_checkpoint(path)
+
+
+# ------------------------------------------------------------------ atomic replacement
+def _crash_on(monkeypatch: pytest.MonkeyPatch, predicate: object) -> None:
+    import robustact.train.checkpoint as ck
+
+    real = ck.atomic_write
+
+    def write(path: Path, data: bytes) -> None:
+        if predicate(path):  # type: ignore[operator]
+            raise KeyboardInterrupt("killed")  # like a kill: not an Exception
+        real(path, data)
+
+    monkeypatch.setattr(ck, "atomic_write", write)
+
+
+def test_crash_between_weights_and_sidecar_leaves_the_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = mlp(), mlp()
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(1.0)
+    path = save_checkpoint(tmp_path / "m", old)
+    with monkeypatch.context() as m:  # the new weights are written, the sidecar is not
+        _crash_on(m, lambda p: p.suffix == ".json")
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(tmp_path / "m", new)
+    assert len(list(tmp_path.glob("m.*.safetensors"))) == 2  # the new blob sits unused
+    loaded, _ = load_checkpoint(path, mlp())
+    assert same_weights(loaded, old)  # old, whole
+    save_checkpoint(tmp_path / "m", new)  # the next save prunes the orphan
+    assert len(list(tmp_path.glob("m.*.safetensors"))) == 1
+    assert same_weights(load_checkpoint(path, mlp())[0], new)
+    from safetensors.torch import load_file
+
+    direct = load_file(str(path))  # m.safetensors itself follows the committed weights
+    assert all(torch.equal(direct[k], v) for k, v in new.state_dict().items())
+
+
+def test_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m", mlp())
+    finally:
+        os.umask(old)
+    for f in (path, path.with_suffix(".json")):
+        assert f.stat().st_mode & 0o777 == 0o644, oct(f.stat().st_mode)
+
+
+def test_orphan_epoch_files_of_a_kill_are_pruned_on_resume(
+    tmp_path: Path, digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y, _, _ = digits
+    x, y = x[:256], y[:256]
+    cfg = TrainConfig(epochs=2, batch_size=64, progress=False)
+    with monkeypatch.context() as m:  # killed while saving epoch 1: tensors, no sidecar
+        _crash_on(m, lambda p: p.name == "epoch_0001.json")
+        with pytest.raises(KeyboardInterrupt):
+            fit(mlp(), Natural(), (x, y), cfg, checkpoint_dir=tmp_path)
+    (tmp_path / "epoch_0007.optim.safetensors").write_bytes(b"?")  # an older run's orphan
+    stale = tmp_path / ".epoch_0001.json.dead.tmp"  # a temp file of a kill mid-write
+    stale.write_bytes(b"{")
+    __import__("os").utime(stale, (0, 0))  # old enough to be a dead writer's
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "epoch_0001.safetensors" in names and "epoch_0001.json" not in names
+    full = mlp()
+    fit(full, Natural(), (x, y), cfg)
+    resumed = mlp()
+    fit(resumed, Natural(), (x, y), cfg, checkpoint_dir=tmp_path, resume=True)
+    assert same_weights(resumed, full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch_0001.json", "epoch_0001.optim.safetensors", "epoch_0001.safetensors"
+    ]  # fmt: skip

@@ -225,7 +225,7 @@ def test_nan_loss_fails_with_advice(digits: Digits) -> None:
         def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[override]
             return model(x).sum() * float("nan"), {}
 
-    with pytest.raises(FloatingPointError, match=r"lower config\.lr"):
+    with pytest.raises(FloatingPointError, match=r"diverged.*lower the learning rate"):
         fit(mlp(), Nan(), (x, y), quiet(epochs=1))
 
 

@@ -182,6 +182,15 @@ def _replace_dir(new: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def _read_store(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The demo store's records (with method labels) and cell id -> masking summary."""
+    with ResultStore(path) as store:
+        records = with_method_labels(store.records(include_extra=True))
+        masking = {c.cell_id: c.extra["masking"] for c in store.cells()
+                   if isinstance(c.extra.get("masking"), dict)}  # fmt: skip
+    return records, masking
+
+
 def run_demo(
     seed: int = 0,
     device: str = "cpu",
@@ -225,25 +234,13 @@ def run_demo(
     )
     _print_protocols(console, eps, bool(spec_dict["evaluation"]["fast"]))
     try:
-        summary = run_spec(
-            spec,
-            work / "results.sqlite",
-            workers=n_workers,
-            progress=progress,
-            output_dir=work / "checkpoints",
-            device=device,
-        )
+        summary = run_spec(spec, work / "results.sqlite", workers=n_workers, progress=progress,
+                           output_dir=work / "checkpoints", device=device)  # fmt: skip
         for line in summary.lines():
             console.print(line, highlight=False)
         if summary.failed:
             raise RuntimeError(f"{len(summary.failed)} demo cell(s) failed; see the lines above")
-        with ResultStore(work / "results.sqlite") as store:
-            records = with_method_labels(store.records(include_extra=True))
-            masking = {
-                c.cell_id: c.extra["masking"]
-                for c in store.cells()
-                if isinstance(c.extra.get("masking"), dict)
-            }
+        records, masking = _read_store(work / "results.sqlite")
         rows = protocol_summary(records, method_key="method", group_keys=(), masking=masking)
         report = build_report(work / "results.sqlite", work / "report", title="robustact demo")
     except BaseException:

@@ -27,6 +27,7 @@ from robustact.activations import (
     make_activation,
 )
 from robustact.bpda import register_bpda, straight_through
+from robustact.models._record import record_edit, register_edit
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -197,13 +198,43 @@ def replace_activations(
         raise ValueError(f"match {match!r} selects no activation; the model has: {have}")
     target = model if inplace else copy.deepcopy(model)
     widths = _channel_counts(target, names, example_input) if example_input is not None else {}
-    for n in names:
-        _set_submodule(target, n, make_activation(to, widths.get(n)))
+    _swap_named(target, names, to, widths)
     if example_input is not None and any(
         isinstance(m, DReLU) and m.num_features is None for m in target.modules()
     ):
         _channel_counts(target, [], example_input)  # materialise remaining lazy caps
-    return target, names
+    desc, ok = _describe(to)
+    edit = {"op": "replace_activations", "names": names, "to": desc,
+            "widths": {n: widths[n] for n in names if n in widths}}  # fmt: skip
+    return record_edit(target, edit, rebuildable=ok), names
+
+
+def _swap_named(
+    model: nn.Module, names: list[str], to: ActLayer | None, widths: dict[str, int]
+) -> None:
+    for n in names:
+        _set_submodule(model, n, make_activation(to, widths.get(n)))
+
+
+def _describe(act_layer: ActLayer) -> tuple[Any, bool]:
+    """JSON description of an activation argument for the model record, and whether the
+    record can rebuild it."""
+    from robustact.models._actspec import describe_act_layer, is_rebuildable
+
+    try:
+        desc = describe_act_layer(act_layer)
+    except (TypeError, ValueError):
+        return repr(act_layer), False
+    return desc, is_rebuildable(desc)
+
+
+@register_edit("replace_activations")
+def _replay_replace(model: nn.Module, edit: Any) -> nn.Module:
+    from robustact.models._actspec import resolve_act_layer
+
+    widths = {str(k): int(v) for k, v in dict(edit.get("widths") or {}).items()}
+    _swap_named(model, [str(n) for n in edit["names"]], resolve_act_layer(edit["to"]), widths)
+    return model
 
 
 def insert_capped_layer(
@@ -231,6 +262,27 @@ def insert_capped_layer(
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise ValueError(f"width must be a positive int, got {width!r}")
     target = model if inplace else copy.deepcopy(model)
+    out, names = _insert(target, where, width, activation)
+    desc, ok = _describe(activation)
+    edit = {"op": "insert_capped_layer", "where": where, "width": width, "activation": desc}
+    return record_edit(out, edit, base=target, rebuildable=ok), names
+
+
+@register_edit("insert_capped_layer")
+def _replay_insert(model: nn.Module, edit: Any) -> nn.Module:
+    from robustact.models._actspec import resolve_act_layer
+
+    width = edit.get("width")
+    act = resolve_act_layer(edit["activation"])
+    return _insert(model, edit["where"], None if width is None else int(width), act)[0]
+
+
+def _insert(
+    target: nn.Module, where: str, width: int | None, activation: ActLayer | None
+) -> tuple[nn.Module, list[str]]:
+    """:func:`insert_capped_layer` on ``target`` itself, unrecorded."""
+    if where not in ("before_output", "after_input"):
+        raise ValueError(f"where must be 'before_output' or 'after_input', got {where!r}")
     mods = list(target.named_modules())
     if where == "before_output":
         linears = [(n, m) for n, m in mods if isinstance(m, nn.Linear)]

@@ -4,7 +4,8 @@ x_adv`` (see :mod:`robustact.attacks.base`, which also says how to write one).
 Threat models are step objects (:mod:`~robustact.attacks.threat`, ``Unbounded`` for
 eps = inf), losses pure functions (:mod:`~robustact.attacks.losses`). Every attack registers
 itself in :data:`ATTACKS`: fgsm, pgd, apgd (+ apgd-ce, apgd-dlr, apgd-t), cw, square,
-zerograd_pgd. BPDA and EOT compose as a wrapper: :class:`~robustact.attacks.adaptive.Adaptive`.
+zerograd_pgd, fab (+ fab-t), fmn. BPDA and EOT compose as a wrapper:
+:class:`~robustact.attacks.adaptive.Adaptive`.
 """
 
 from robustact.attacks import losses
@@ -19,7 +20,9 @@ from robustact.attacks.base import (
     list_attacks,
 )
 from robustact.attacks.cw import CW
+from robustact.attacks.fab import FAB, FABT
 from robustact.attacks.fgsm import FGSM
+from robustact.attacks.fmn import FMN
 from robustact.attacks.pgd import PGD
 from robustact.attacks.square import Square
 from robustact.attacks.threat import L2, Linf, Threat, Unbounded, make_threat
@@ -33,7 +36,10 @@ __all__ = [
     "ATTACKS",
     "CW",
     "DEFAULT_EOT",
+    "FAB",
+    "FABT",
     "FGSM",
+    "FMN",
     "L2",
     "PGD",
     "Adaptive",

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from robustact.attacks.base import Attack, AttackResult
 from robustact.surgery import is_stochastic, straight_through
 
-__all__ = ["DEFAULT_EOT", "Adaptive", "EotSpec", "bpda_scope", "resolve_eot"]
+__all__ = ["DEFAULT_EOT", "Adaptive", "EotSpec", "bpda_scope", "check_eot", "resolve_eot"]
 
 #: The one EOT default: forward passes averaged per gradient/query on a stochastic model.
 DEFAULT_EOT: Final = 20

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import Schedule, ascent, check_int, target_classes
+from robustact.attacks.engine import Restarts, Schedule, ascent, check_int, target_classes
 from robustact.attacks.losses import get_loss
 
 _MOMENTUM = 0.75  # weight of the new step; 0.25 carries over the previous displacement
@@ -76,20 +76,18 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         gen = self.generator(x.device)
         clean = self.logits(model, x, self.eot)
-        success = clean.argmax(1) != y
-        queries = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
-        out = x.clone()
-        todo = torch.nonzero(~success).squeeze(1)
+        runs = Restarts(x, clean.argmax(1) != y, torch.ones_like(y))
         ranks: list[int | None] = [None]
         if self.targeted:
             ranks = list(range(1, min(self.n_target_classes, clean.shape[1] - 1) + 1))
         for rank in ranks:
             for _ in range(self.restarts):
+                todo = runs.todo
                 if todo.numel() == 0:
                     break
                 xs, ys = x[todo], y[todo]
                 target = None if rank is None else target_classes(clean[todo], ys, rank)
-                adv, f, q = ascent(
+                outcome = ascent(
                     self,
                     model,
                     xs,
@@ -104,11 +102,8 @@ class APGD(Attack):
                     eot=self.eot,
                     target=target,
                 )
-                out[todo] = adv
-                success[todo[f]] = True
-                queries[todo] += q
-                todo = todo[~f]
-        return AttackResult(out, success, queries)
+                runs.record(*outcome)
+        return runs.result()
 
 
 @ATTACKS.register("apgd-ce")

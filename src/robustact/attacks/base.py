@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact._registry import Registry
+from robustact._validate import check_batch
 from robustact.attacks.losses import LossFn
 from robustact.attacks.threat import Threat, canonical_norm, make_threat
 
@@ -134,31 +135,8 @@ def input_gradient(
 
 
 def _check_inputs(x: Tensor, y: Tensor) -> None:
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError("attack(model, x, y) needs tensors x (N, ...) and y (N,)")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
-    if x.dim() < 2:
-        raise ValueError(f"x must be batched (N, ...), got shape {tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"y must be (N,) with N = x.shape[0] = {x.shape[0]}, got shape {tuple(y.shape)}"
-        )
-    if y.dtype != torch.int64:
-        raise TypeError(f"y must hold int64 class labels, got dtype {y.dtype}; use y.long()")
-    if y.device != x.device:
-        raise ValueError(f"x is on {x.device} but y on {y.device}; move both to one device")
-    if x.numel():
-        lo, hi = (float(v) for v in torch.aminmax(x))  # one pass; NaN fails both tests
-        if not (lo >= 0.0 and hi <= 1.0):
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError("x contains NaN or inf; attacks need finite inputs in [0, 1]")
-            raise ValueError(
-                f"x must lie in [0, 1] (got [{lo:.4g}, {hi:.4g}]); "
-                "feed un-normalised images and put normalisation inside the model"
-            )
-    if y.numel() and int(y.min()) < 0:
-        raise ValueError(f"labels must be >= 0, got {int(y.min())}")
+    """The pixel contract of attack inputs (the toolkit's one image/label check)."""
+    check_batch(x, y)
 
 
 def _hyperparameters(cls: type) -> list[str]:

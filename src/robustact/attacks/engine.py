@@ -12,13 +12,14 @@ point when it halves. FGSM is one PGD step of size eps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import Attack
+from robustact._validate import check_float as _check_float
+from robustact._validate import check_int as check_int  # re-exported for the attacks
+from robustact.attacks.base import Attack, AttackResult
 from robustact.attacks.losses import LossFn
 
 #: Compact the active set once this fraction of it is fooled (see ``ascent``).
@@ -201,24 +202,50 @@ def ascent(
     return out, success, queries
 
 
+class Restarts:
+    """The points still to attack over several runs (restarts, target classes).
+
+    Each run attacks only ``todo`` (the points no earlier run fooled) and hands its
+    ``ascent`` result to :meth:`record`; a point keeps the iterate of the run that fooled
+    it, an unfooled one the last run's. Queries add up over runs.
+
+    Args:
+        x: clean inputs (N, ...), the starting ``x_adv``.
+        success: (N,) bool, points already fooled (not attacked); default none.
+        queries: (N,) int64 evaluations already spent (e.g. a clean check); default 0.
+    """
+
+    def __init__(self, x: Tensor, success: Tensor | None = None, queries: Tensor | None = None):
+        n = x.shape[0]
+        self.x_adv = x.clone()
+        self.success = (
+            torch.zeros(n, dtype=torch.bool, device=x.device) if success is None else success
+        )
+        self.queries = (
+            torch.zeros(n, dtype=torch.long, device=x.device) if queries is None else queries
+        )
+        self.todo = torch.nonzero(~self.success).squeeze(1)
+
+    def record(self, x_adv: Tensor, fooled: Tensor, queries: Tensor) -> None:
+        """One run's result on ``todo``: x_adv (T, ...), fooled (T,), queries (T,)."""
+        self.x_adv[self.todo] = x_adv
+        self.success[self.todo[fooled]] = True
+        self.queries[self.todo] += queries
+        self.todo = self.todo[~fooled]
+
+    def result(self) -> AttackResult:
+        return AttackResult(self.x_adv, self.success, self.queries)
+
+
 def _where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """Per-sample select: cond (N,) bool, a and b (N, ...)."""
     return torch.where(cond.reshape(-1, *([1] * (a.dim() - 1))), a, b)
 
 
-def check_int(name: str, value: int, minimum: int) -> int:
-    """Validate an integer hyper-parameter."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def check_float(name: str, value: float, minimum: float = 0.0) -> float:
-    """Validate a finite float hyper-parameter >= minimum."""
-    v = float(value)
-    if not math.isfinite(v) or v < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-    return v
+    """A finite float hyper-parameter >= ``minimum`` (the toolkit's check, minimum 0 by
+    default as every attack's step sizes and radii need)."""
+    return _check_float(name, value, minimum)
 
 
 def target_classes(clean_logits: Tensor, y: Tensor, rank: int) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import ascent, check_float, check_int, target_classes
+from robustact.attacks.engine import Restarts, ascent, check_float, check_int, target_classes
 from robustact.attacks.losses import get_loss
 
 
@@ -65,26 +65,21 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         gen = self.generator(x.device)
-        out = x.clone()
-        success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        todo = torch.arange(x.shape[0], device=x.device)
-        clean: Tensor | None = None
-        if self.targeted:
-            clean = self.logits(model, x, self.eot)
-            queries += 1
-            success = clean.argmax(1) != y
-            out_k = clean.shape[1]
-            todo = todo[~success]
+        # targeted: the clean pass ranks the targets, and points already wrong are skipped
+        clean = self.logits(model, x, self.eot) if self.targeted else None
+        runs = (
+            Restarts(x) if clean is None else Restarts(x, clean.argmax(1) != y, torch.ones_like(y))
+        )
         for r in range(self.restarts):
+            todo = runs.todo
             if todo.numel() == 0:
                 break
             xs, ys = x[todo], y[todo]
             start = self.threat.init(xs, gen) if self.random_start else xs
             target = None
             if clean is not None:
-                target = target_classes(clean[todo], ys, r % (out_k - 1) + 1)
-            adv, f, q = ascent(
+                target = target_classes(clean[todo], ys, r % (clean.shape[1] - 1) + 1)
+            outcome = ascent(
                 self,
                 model,
                 xs,
@@ -96,8 +91,5 @@ class PGD(Attack):
                 eot=self.eot,
                 target=target,
             )
-            out[todo] = adv
-            success[todo[f]] = True
-            queries[todo] += q
-            todo = todo[~f]
-        return AttackResult(out, success, queries)
+            runs.record(*outcome)
+        return runs.result()

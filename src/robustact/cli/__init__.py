@@ -2,8 +2,10 @@
 
 Sub-commands: ``demo``, ``train``, ``attack``, ``evaluate``, ``diagnose``, ``run``,
 ``report`` and ``list``; each has ``--help``. Every user error ends in one line on stderr
-and exit code 2 (``--debug`` shows the traceback); an unexpected failure is one line with
-exit code 1. The CLI is the only place that picks a device (``--device``, default "cpu";
+and exit code 2 (``--debug`` shows the traceback): bad options, specs and data, unusable
+store files, a diverging training, and output paths that cannot be written (checked before
+the command starts its work); an unexpected failure is one line with exit code 1.
+The CLI is the only place that picks a device (``--device``, default "cpu";
 "auto" = CUDA when available). Heavy modules are imported inside the commands, so
 ``--help`` stays fast.
 """
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 from robustact import __version__
 from robustact.cli import _attack, _evaluate, _run, _train
-from robustact.cli._common import CLIError, OneLineParser, resolve_device
+from robustact.cli._common import CLIError, OneLineParser, check_output_paths, resolve_device
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -30,7 +33,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     LookupError,
     OSError,
     ImportError,
-    RuntimeError,
+    RuntimeError,  # robustact.experiments.store.StoreError is one
+    FloatingPointError,  # training diverged (non-finite loss): lower the learning rate
+    sqlite3.Error,  # a store locked or damaged by something else
 )
 
 
@@ -85,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_output_paths(args)  # before any work, not after it
         code: int = args.func(args)
         return code
     except KeyboardInterrupt:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +50,9 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_attack)
 
 
-def build_attack(args: argparse.Namespace, model: Any) -> Any:
-    """The attack of the command line, through the protocol entry that evaluations use (so
-    ``--eot`` and the threat model are applied the same way)."""
+def build_attack(args: argparse.Namespace) -> tuple[Any, float, str]:
+    """The protocol entry of the command line (so ``--bpda``, ``--eot`` and the threat
+    model are applied as in evaluations) with its eps and norm."""
     from robustact.attacks.threat import canonical_norm
     from robustact.evaluate import ProtocolEntry
 
@@ -63,36 +62,34 @@ def build_attack(args: argparse.Namespace, model: Any) -> Any:
             raise CLIError(f"--attack-arg {key}=...: use --{key} instead")
     if args.eot < 1:
         raise CLIError(f"--eot must be >= 1, got {args.eot}")
-    norm = canonical_norm(args.norm)
     entry = ProtocolEntry(args.attack, args.attack, kwargs, bpda=args.bpda, eot=args.eot)
-    return entry.build(model, check_eps(args.eps), norm), norm
+    return entry, check_eps(args.eps), canonical_norm(args.norm)
 
 
 def run_attack(
-    model: Any, attack: Any, x: Any, y: Any, *, bpda: bool, batch_size: int, seed: int
-) -> tuple[Any, Any, Any]:
-    """``(x_adv (N, ...), pred_clean (N,), pred_adv (N,))``, batch by batch in a seeded,
-    forked RNG (the caller's random state is untouched)."""
+    model: Any, entry: Any, x: Any, y: Any, *, eps: float, norm: str, batch_size: int, seed: int
+) -> tuple[Any, Any, Any, Any]:
+    """``(x_adv (N, ...), pred_clean (N,), pred_adv (N,), attack)``: the entry run batch by
+    batch through the protocol runner in a seeded, forked RNG (the caller's random state is
+    untouched)."""
     import torch
 
-    from robustact.surgery import straight_through
+    from robustact.evaluate.runner import run_entry
 
     if batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {batch_size}")
     devices = [x.device] if x.device.type == "cuda" else []
-    advs, pc, pa = [], [], []
+    advs, pc, pa, attack = [], [], [], None
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(0, len(y), batch_size):
             bx, by = x[i : i + batch_size], y[i : i + batch_size]
-            with straight_through(model) if bpda else nullcontext():
-                adv = attack(model, bx, by)
-            model.eval()
+            adv, attack = run_entry(model, bx, by, entry, eps, norm)
             with torch.no_grad():
                 pc.append(model(bx).argmax(1))
                 pa.append(model(adv).argmax(1))
             advs.append(adv.detach())
-    return torch.cat(advs), torch.cat(pc), torch.cat(pa)
+    return torch.cat(advs), torch.cat(pc), torch.cat(pa), attack
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -103,7 +100,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, meta, ckpt = load_model(args.checkpoint, device)
-    attack, norm = build_attack(args, model)
+    entry, eps, norm = build_attack(args)
+    entry.build(model, eps, norm)  # bad attack arguments fail before the data is loaded
     x, y, data_desc = eval_data(args, meta, device)
     out = None
     if args.out is not None:
@@ -111,8 +109,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if out.suffix != ".safetensors":
             out = out.with_name(out.name + ".safetensors")
     t0 = time.perf_counter()
-    x_adv, pred_c, pred_a = run_attack(model, attack, x, y, bpda=args.bpda,
-                                       batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+    x_adv, pred_c, pred_a, attack = run_attack(
+        model, entry, x, y, eps=eps, norm=norm, batch_size=args.batch_size, seed=args.seed
+    )
     seconds = time.perf_counter() - t0
     yc = y.to(pred_c.device)
     clean_ok, adv_ok = pred_c == yc, pred_a == yc

@@ -16,6 +16,7 @@ __all__ = [
     "CLIError",
     "OneLineParser",
     "add_data_options",
+    "check_output_paths",
     "console",
     "eval_data",
     "load_model",
@@ -77,11 +78,16 @@ def yaml_value(raw: str) -> Any:
         return raw
 
 
+#: Device types that compute (``meta`` and the like hold no data: refused up front).
+COMPUTE_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
 def resolve_device(name: str) -> str:
     """The device string to use: ``"auto"`` is ``"cuda"`` when available, else ``"cpu"``.
 
     Raises:
-        CLIError: not a torch device, or CUDA asked for where there is none.
+        CLIError: not a torch device, a device that does not compute (``meta``), or one
+            that is not available here (CUDA without a GPU).
     """
     import torch
 
@@ -93,9 +99,53 @@ def resolve_device(name: str) -> str:
         raise CLIError(
             f"--device {name!r} is not a torch device; use cpu, cuda, cuda:1 or auto"
         ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    if dev.type not in COMPUTE_DEVICES:
+        raise CLIError(
+            f"--device {name}: {dev.type!r} devices do not compute; use cpu, cuda, cuda:N or auto"
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CLIError(
+                f"--device {name}: there are {torch.cuda.device_count()} CUDA devices "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: MPS is not available here; use --device cpu")
+    if dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise CLIError(f"--device {name}: XPU is not available here; use --device cpu")
     return name
+
+
+#: (command, option dest) -> "file" or "dir": output paths checked before any work.
+OUTPUT_PATHS: dict[tuple[str, str], str] = {
+    ("demo", "out"): "dir",
+    ("train", "out"): "dir",
+    ("attack", "out"): "file",
+    ("attack", "json"): "file",
+    ("evaluate", "json"): "file",
+    ("diagnose", "out"): "dir",
+    ("run", "output_dir"): "dir",
+    ("report", "out"): "dir",
+}
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Checks every output path of the command can be written, before its work starts.
+
+    Raises:
+        ValueError: a path that is (under) a file where a folder is wanted, a folder where
+            a file is wanted, or not writable (one line naming the option).
+    """
+    from robustact._validate import writable_dir, writable_file
+
+    for (command, dest), kind in OUTPUT_PATHS.items():
+        value = getattr(args, dest, None) if args.command == command else None
+        if value is None or (command == "run" and getattr(args, "dry_run", False)):
+            continue
+        option = "--" + dest.replace("_", "-")
+        (writable_dir if kind == "dir" else writable_file)(value, option)
 
 
 def console() -> Any:
@@ -158,11 +208,9 @@ def resolve_checkpoint(path: str) -> Path:
 def load_model(path: str, device: str) -> tuple[Any, dict[str, Any], Path]:
     """Load a checkpoint's model (eval mode, on ``device``), its sidecar and its path.
 
-    Checkpoints of ``robustact train`` and of experiment cells rebuild the activation
-    placement (surgery) from their cell config; plain ``save_checkpoint`` files rebuild
-    from the model config alone.
+    ``robustact.train.load_checkpoint`` rebuilds every checkpoint (surgery and transforms
+    included) from the model config its sidecar records.
     """
-    from robustact.experiments import load_cell_model
     from robustact.train import CheckpointError, load_checkpoint, read_sidecar
 
     p = resolve_checkpoint(path)
@@ -173,10 +221,7 @@ def load_model(path: str, device: str) -> tuple[Any, dict[str, Any], Path]:
                 f"{p} is a {meta.get('kind')!r} checkpoint (training state), not a model; "
                 "pass the model.safetensors that robustact train writes"
             )
-        if "cell" in (meta.get("extra") or {}):
-            model, meta = load_cell_model(p)
-        else:
-            model, meta = load_checkpoint(p)
+        model, meta = load_checkpoint(p)
     except CheckpointError as e:
         raise CLIError(str(e)) from e
     return model.to(device).eval(), meta, p
@@ -233,11 +278,12 @@ def eval_data(args: argparse.Namespace, meta: dict[str, Any], device: str) -> tu
 
 def check_eps(eps: float, option: str = "--eps") -> float:
     """A finite eps >= 0."""
-    import math
+    from robustact._validate import check_float
 
-    if not (math.isfinite(eps) and eps >= 0):
-        raise CLIError(f"{option} must be a finite number >= 0, got {eps}")
-    return eps
+    try:
+        return check_float(option, eps, 0.0)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def fail(message: str) -> NoReturn:

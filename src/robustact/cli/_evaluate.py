@@ -137,15 +137,16 @@ def _verdict(rep: Any) -> str:
     return rep.verdict.upper() + (f" ({', '.join(rep.flagged)})" if rep.flagged else "")
 
 
-def _masking_report(model: Any, x: Any, y: Any, args: argparse.Namespace, eps: float) -> Any:
-    from robustact.evaluate.masking import masking_report  # lazy: finished by another issue
-
-    return masking_report(model, x, y, eps=eps, norm=args.norm, fast=args.fast, seed=args.seed)
+def _json_rows(suite: Any, meta: Any, data_desc: str) -> list[dict[str, Any]]:
+    """The suite's typed rows as JSON records, with the model, data and seed they share."""
+    common = {"model": model_label(meta), "data": data_desc, "seed": suite.seed}
+    return [{**common, **r.to_dict()} for r in suite.rows]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustact.attacks.threat import canonical_norm
-    from robustact.evaluate import evaluate, get_protocol
+    from robustact.evaluate import get_protocol
+    from robustact.evaluate.suite import evaluate_suite
 
     device = resolve_device(args.device)
     norm = canonical_norm(args.norm)
@@ -158,55 +159,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x, y, data_desc = eval_data(args, meta, device)
     con = console()
     con.print(f"evaluating {model_label(meta)} ({ckpt}) on {data_desc}")
-    results = []
-    for name in dict.fromkeys(args.protocol):
-        for eps in eps_list:
-            proto = get_protocol(name, eps=eps, norm=norm, fast=args.fast)
-            results.append(evaluate(model, x, y, protocol=proto, batch_size=args.batch_size,
-                                    seed=args.seed))  # fmt: skip
-    masking = {}
-    if args.masking:
-        m = min(len(y), args.masking_n)
-        masking = {eps: _masking_report(model, x[:m], y[:m], args, eps) for eps in eps_list}
-    con.print(side_by_side(results, masking))
+    suite = evaluate_suite(
+        model, x, y, protocols=list(dict.fromkeys(args.protocol)), eps=eps_list, norm=norm,
+        fast=args.fast, seed=args.seed, batch_size=args.batch_size, masking=args.masking,
+        masking_n=args.masking_n,
+    )  # fmt: skip
+    masking = suite.masking
+    con.print(side_by_side(suite.evaluations, masking))
     if not args.brief:
-        for r in results:
+        for r in suite.evaluations:
             con.print(r.to_table())
         for rep in masking.values():
             con.print(rep.to_table())
     for eps, rep in masking.items():
         con.print(f"masking verdict at eps={eps:g}: {rep.verdict.upper()} ({rep.reason})")
     if args.json:
+        d = suite.to_dict()
         write_json(args.json, {
-            "checkpoint": str(ckpt), "data": data_desc,
-            "evaluations": {f"{r.protocol}@{r.eps:g}": r.to_dict() for r in results},
-            "masking": {f"{eps:g}": rep.to_dict() for eps, rep in masking.items()},
+            "checkpoint": str(ckpt), "data": data_desc, "evaluations": d["evaluations"],
+            "masking": d["masking"], "rows": _json_rows(suite, meta, data_desc),
         })  # fmt: skip
     return 0
 
 
 # --------------------------------------------------------------------------- diagnose
-
-
-def _adversarial(model: Any, x: Any, y: Any, eps: float, norm: str, fast: bool, seed: int) -> Any:
-    """A strong adaptive PGD (margin loss, BPDA through caps, EOT on stochastic models) used
-    to measure how a perturbation grows through the layers."""
-    import torch
-
-    from robustact.evaluate import ProtocolEntry
-    from robustact.surgery import straight_through
-
-    steps = 20 if fast else 100
-    entry = ProtocolEntry("PGD-margin", "pgd", {"steps": steps, "loss": "margin"}, bpda=True,
-                          eot="auto")  # fmt: skip
-    attack = entry.build(model, eps, norm, eot_samples=4 if fast else 16)
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        with straight_through(model):
-            x_adv = attack(model, x, y)
-    model.eval()
-    return x_adv.detach(), entry.describe()
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -217,22 +193,37 @@ def _save(fig: Any, path: Path) -> str:
     return path.name
 
 
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
+def _plots(diag: dict[str, Any], x: Any, eps: float, norm: str, out: Path) -> dict[str, str]:
+    """PNG plots of the diagnose run's diagnostics (layer growth, zero-gradient
+    distances, the sensitivity map of one point beside its image, as Fig 4.12)."""
+    from robustact.report.plots import (
+        plot_layer_growth,
+        plot_sensitivity_map,
+        plot_zero_gradient_distance,
+    )
+
+    key = "linf" if norm == "Linf" else "l2"
+    growth = {label: diag["layer_growth"][f"{label}@{eps:g}"]
+              for label in ("layer_growth", "layer_growth_adaptive")}  # fmt: skip
+    names = [d["name"] for d in growth["layer_growth_adaptive"]]
+    curves = {("PGD" if k == "layer_growth" else "adaptive PGD"): {key: [d[key] for d in v]}
+              for k, v in growth.items()}  # fmt: skip
+    plots = {"layer_growth": _save(plot_layer_growth(curves, kind="line", layer_names=names),
+                                   out / "layer_growth.png")}  # fmt: skip
+    if diag["zero_gradient"]["distances"]:
+        fig = plot_zero_gradient_distance({"model": diag["zero_gradient"]["distances"]},
+                                          kind="hist")  # fmt: skip
+        plots["zero_gradient"] = _save(fig, out / "zero_gradient.png")
+    sm = diag["sensitivity_map"]["sensitivity_map+bpda"]
+    fig = plot_sensitivity_map(sm["example_map"], sm["example_score"],
+                               image=x[sm["example_index"]])  # fmt: skip
+    plots["sensitivity_map"] = _save(fig, out / "sensitivity_map.png")
+    return plots
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    import torch
-
     from robustact.attacks.threat import canonical_norm
-    from robustact.evaluate import (
-        layer_distances,
-        negative_unit_ratio,
-        plot_layer_distances,
-        plot_sensitivity_map,
-        sensitivity_map,
-        zero_gradient_distance,
-    )
+    from robustact.evaluate.suite import evaluate_suite
     from robustact.surgery import cap_summary, find_caps
 
     device = resolve_device(args.device)
@@ -246,78 +237,67 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} is a file; give a folder")
     model, meta, ckpt = load_model(args.checkpoint, device)
     x, y, data_desc = eval_data(args, meta, device)
-    label = model_label(meta)
     con = console()
-    con.print(f"diagnosing {label} ({ckpt}) on {data_desc} ({norm} eps={eps:g})")
-    rep = _masking_report(model, x, y, args, eps)
+    con.print(f"diagnosing {model_label(meta)} ({ckpt}) on {data_desc} ({norm} eps={eps:g})")
+    n = len(y)
+    diagnostics = [
+        {"name": "layer_growth", "n": n, "steps": 20 if args.fast else 100},
+        {"name": "zero_gradient", "n": n, "steps": steps, "step_size": args.zg_step_size,
+         "norm": norm.lower()},
+        {"name": "sensitivity_map", "n": n}, {"name": "negative_unit_ratio", "n": n},
+    ]  # fmt: skip
+    suite = evaluate_suite(model, x, y, protocols=(), eps=[eps], norm=norm, fast=args.fast,
+                           seed=args.seed, masking=True, masking_n=n,
+                           diagnostics=diagnostics)  # fmt: skip
+    rep = suite.masking[eps]
     con.print(rep.to_table())
     con.print(f"masking verdict: {rep.verdict.upper()} ({rep.reason})")
-
-    plots: dict[str, str] = {}
-    x_adv, adv_attack = _adversarial(model, x, y, eps, norm, args.fast, args.seed)
-    layers = layer_distances(model, x, x_adv)
-    plots["layer_growth"] = _save(plot_layer_distances({label: layers}, norm=norm),
-                                  out / "layer_growth.png")  # fmt: skip
-    zg = zero_gradient_distance(model, x, y, eps=math.inf, steps=steps,
-                                step_size=args.zg_step_size, norm=norm)  # fmt: skip
-    found = zg.distances[~torch.isnan(zg.distances)]
-    if found.numel():
-        from robustact.report.plots import plot_zero_gradient_distance
-
-        fig = plot_zero_gradient_distance({label: found.tolist()}, kind="hist")
-        plots["zero_gradient"] = _save(fig, out / "zero_gradient.png")
-    negative = negative_unit_ratio(model, x)
+    diag = suite.diagnostics
     caps = cap_summary(model, x) if find_caps(model) else []
-    smaps, scores = sensitivity_map(model, x, y, bpda=True)
-    # one point's map beside its image, as the dissertation's Fig 4.12 shows them
-    plots["sensitivity_map"] = _save(
-        plot_sensitivity_map(smaps[0], float(scores[0]), image=x[0]), out / "sensitivity_map.png"
-    )
-    _print_diagnostics(con, layers, zg, negative, caps, float(scores.mean()))
+    plots = _plots(diag, x, eps, norm, out)
+    _print_diagnostics(con, diag, eps, caps)
     report = {
         "checkpoint": str(ckpt), "data": data_desc, "eps": eps, "norm": norm, "fast": args.fast,
-        "masking": rep.to_dict(),
-        "layer_growth": {"attack": adv_attack, "layers": [asdict(d) for d in layers]},
-        "zero_gradient": {"mean_distance": _finite(zg.mean_distance),
-                          "found_fraction": zg.found_fraction, "steps": steps,
-                          "step_size": args.zg_step_size},
-        "negative_unit_ratio": [asdict(r) for r in negative],
-        "caps": [asdict(c) for c in caps],
-        "sensitivity": {"mean_score": float(scores.mean()), "bpda": True},
-        "plots": plots,
+        "masking": rep.to_dict(), "diagnostics": diag, "caps": [asdict(c) for c in caps],
+        "rows": _json_rows(suite, meta, data_desc), "plots": plots,
     }  # fmt: skip
     path = write_json(out / "diagnose.json", report)
     con.print(f"wrote {path} and {len(plots)} plots to {out}")
     return 0
 
 
-def _print_diagnostics(
-    con: Any, layers: list[Any], zg: Any, negative: list[Any], caps: list[Any], score: float
-) -> None:
+def _table(title: str, cols: list[str], rows: list[list[str]], left: int = 1) -> Any:
     from rich.table import Table
 
-    t = Table(title="perturbation growth through the layers (clean vs adaptive PGD)")
-    for col in ("layer", "units", "mean Linf", "mean L2"):
-        t.add_column(col, justify="left" if col == "layer" else "right")
-    for d in layers:
-        t.add_row(d.name, str(d.units), f"{d.linf:.4g}", f"{d.l2:.4g}")
-    con.print(t)
+    t = Table(title=title)
+    for i, col in enumerate(cols):
+        t.add_column(col, justify="left" if i < left else "right")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _print_diagnostics(con: Any, diag: dict[str, Any], eps: float, caps: list[Any]) -> None:
+    layers = diag["layer_growth"][f"layer_growth_adaptive@{eps:g}"]
+    con.print(_table("perturbation growth through the layers (clean vs adaptive PGD)",
+                     ["layer", "units", "mean Linf", "mean L2"],
+                     [[d["name"], str(d["units"]), f"{d['linf']:.4g}", f"{d['l2']:.4g}"]
+                      for d in layers]))  # fmt: skip
+    negative = diag["negative_unit_ratio"]
     if negative:
-        t = Table(title="negative-unit ratio before / after each activation")
-        for col in ("activation", "type", "pre", "post"):
-            t.add_column(col, justify="right" if col in ("pre", "post") else "left")
-        for r in negative:
-            t.add_row(r.name, r.kind, f"{r.pre:.3f}", f"{r.post:.3f}")
-        con.print(t)
+        con.print(_table("negative-unit ratio before / after each activation",
+                         ["activation", "type", "pre", "post"],
+                         [[r["name"], r["kind"], f"{r['pre']:.3f}", f"{r['post']:.3f}"]
+                          for r in negative], left=2))  # fmt: skip
     if caps:
-        t = Table(title="caps (S-ReLU / D-ReLU)")
-        for col in ("layer", "kind", "units", "cap min", "cap mean", "cap max", "saturated"):
-            t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
-        for c in caps:
-            t.add_row(c.name, c.kind, str(c.units), f"{c.cap_min:.4g}", f"{c.cap_mean:.4g}",
-                      f"{c.cap_max:.4g}", f"{100 * c.saturated:.1f} %")  # fmt: skip
-        con.print(t)
-    dist = "none found" if not math.isfinite(zg.mean_distance) else f"{zg.mean_distance:.4g}"
+        con.print(_table("caps (S-ReLU / D-ReLU)",
+                         ["layer", "kind", "units", "cap min", "cap mean", "cap max", "saturated"],
+                         [[c.name, c.kind, str(c.units), f"{c.cap_min:.4g}", f"{c.cap_mean:.4g}",
+                           f"{c.cap_max:.4g}", f"{100 * c.saturated:.1f} %"] for c in caps],
+                         left=2))  # fmt: skip
+    zg = diag["zero_gradient"]
+    dist = "none found" if zg["mean_distance"] is None else f"{zg['mean_distance']:.4g}"
     con.print(f"zero-gradient distance (L2, mean where found): {dist}; found for "
-              f"{100 * zg.found_fraction:.1f} % of the points")  # fmt: skip
+              f"{100 * zg['found_fraction']:.1f} % of the points")  # fmt: skip
+    score = diag["sensitivity_map"]["sensitivity_map+bpda"]["score_mean"]
     con.print(f"sensitivity map score (mean over points): {score:.4g}")

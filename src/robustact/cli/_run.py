@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,13 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--output-dir", help="checkpoint folder (default: spec's, or beside store)")
     r.add_argument("--data-root", help="dataset folder (default: spec's, or the readers')")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per cell (default 1), the same with any --workers, so the "
+        "numbers do not depend on it",
+    )
     r.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
@@ -148,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    if args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
     device = resolve_device(args.device)
     con = console()
     s = spec_summary(spec, quick=args.quick)
@@ -165,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_spec(
         spec, args.store, workers=args.workers, backend=args.backend, quick=args.quick,
         progress=not args.no_progress, output_dir=args.output_dir, data_root=args.data_root,
-        device=device,
+        device=device, threads=args.threads,
     )  # fmt: skip
     for line in summary.lines():
         con.print(line, soft_wrap=True)
@@ -178,16 +186,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from robustact.report import build_report
 
     db = Path(args.db)
-    if not db.is_file():
+    if not db.exists():
         raise CLIError(f"no results store at {db}; run robustact run SPEC --store {db} first")
-    try:
-        store = ResultStore(db)
-    except sqlite3.DatabaseError as e:
-        raise CLIError(f"{db} is not a results store ({e}); pass the --store of a run") from e
+    # read-only: the report never creates, migrates or writes into its input
+    store = ResultStore(db, read_only=True)
     with store:
         records = store.records(include_extra=True)
         if not records:
             raise CLIError(f"{db} holds no finished cells; run the experiment first")
+        _check_present(records, "metric", [args.metric], "--metric")
+        _check_present(records, "protocol", args.protocol or [], "--protocol")
         # default: build_report labels each method by the config keys that vary between
         # cells (report.build.with_method_labels), e.g. "srelu(max_value=0.1) + natural"
         mkey: tuple[str, ...] | None = tuple(args.method_key) if args.method_key else None
@@ -200,6 +208,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     for kind, path in written.items():
         con.print(f"{kind:>14}: {path}", soft_wrap=True)
     return 0
+
+
+def _check_present(records: list[dict[str, Any]], key: str, wanted: list[str], option: str) -> None:
+    """Refuses a --metric/--protocol the store does not hold (else the report is empty)."""
+    present = sorted({str(r.get(key)) for r in records})
+    missing = [w for w in wanted if w not in present]
+    if missing:
+        raise CLIError(
+            f"{option} {' '.join(missing)}: not in the store; it holds {', '.join(present)}"
+        )
 
 
 def cmd_list(args: argparse.Namespace) -> int:

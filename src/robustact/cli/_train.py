@@ -3,8 +3,8 @@
 The command line is turned into a one-cell experiment spec and validated by the spec
 parser (so every bad name, argument or training field is reported before any work, with
 the same checks as ``robustact run``); the cell is then prepared and trained exactly as
-the experiment runner does, and its checkpoint records the cell config, so
-``experiments.load_cell_model`` rebuilds the same model, activation placement included.
+the experiment runner does; its checkpoint records the model config with its surgery, so
+``robustact.train.load_checkpoint`` rebuilds the same model, activation placement included.
 """
 
 from __future__ import annotations

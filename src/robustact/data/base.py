@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from robustact._registry import Registry
+from robustact._validate import check_images
 
 __all__ = [
     "DATASETS",
@@ -51,8 +52,12 @@ class ImageDataset(Dataset):
     """A labelled image set held in memory.
 
     Args:
-        images: (N, C, H, W) uint8 (0..255) or float32 (already in [0, 1]).
-        labels: (N,) integer class indices in [0, len(classes)).
+        images: (N, C, H, W) uint8 (0..255) or float32 in [0, 1] (tensor or NumPy array).
+            float16/bfloat16, float64 that float32 holds exactly, and other integer dtypes
+            with values in 0..255 are converted (losslessly); NaN/inf, float values outside
+            [0, 1] (0..255 floats: divide by 255) and anything else are refused.
+        labels: (N,) integer class indices in [0, len(classes)); float labels are accepted
+            only when they are whole numbers (never truncated).
         classes: class names; ``num_classes == len(classes)``.
         name: dataset name (for messages and reports).
 
@@ -66,13 +71,8 @@ class ImageDataset(Dataset):
         classes: Sequence[str],
         name: str,
     ) -> None:
-        if images.ndim != 4:
-            raise DatasetError(
-                f"{name}: images must be (N, C, H, W), got shape {tuple(images.shape)}"
-            )
-        if images.dtype not in (torch.uint8, torch.float32):
-            raise DatasetError(f"{name}: images must be uint8 or float32, got {images.dtype}")
-        labels = torch.as_tensor(labels).reshape(-1).to(torch.int64)
+        images = _pixel_images(images, name)
+        labels = _integer_labels(labels, name)
         if labels.shape[0] != images.shape[0]:
             raise DatasetError(
                 f"{name}: {images.shape[0]} images but {labels.shape[0]} labels; "
@@ -149,6 +149,59 @@ class ImageDataset(Dataset):
             f"ImageDataset(name={self.name!r}, n={len(self)}, input_shape={self.input_shape}, "
             f"num_classes={self.num_classes}, dtype={self.images.dtype})"
         )
+
+
+def _pixel_images(images: Any, name: str) -> torch.Tensor:
+    """(N, C, H, W) uint8 or float32-in-[0, 1] images, converted only where lossless."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise DatasetError(f"{name}: images must be a tensor or array, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise DatasetError(f"{name}: images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    dt = images.dtype
+    if dt in (torch.float16, torch.bfloat16):
+        images = images.to(torch.float32)  # exact: float32 holds every half value
+    elif dt == torch.float64:
+        as32 = images.to(torch.float32)
+        if not bool((as32.to(torch.float64) == images).all()) and bool(images.isfinite().all()):
+            raise DatasetError(
+                f"{name}: images are float64 and float32 cannot hold them exactly; robustact "
+                "works in float32: pass images.float() (or uint8 0..255)"
+            )
+        images = as32
+    elif dt not in (torch.uint8, torch.bool) and not dt.is_floating_point and not dt.is_complex:
+        if images.numel() and (int(images.min()) < 0 or int(images.max()) > 255):
+            raise DatasetError(
+                f"{name}: integer images must hold 0..255 pixel values, got "
+                f"{int(images.min())}..{int(images.max())} ({dt})"
+            )
+        images = images.to(torch.uint8)
+    elif dt not in (torch.uint8, torch.float32):
+        raise DatasetError(f"{name}: images must be uint8 or float32, got {dt}")
+    if images.dtype == torch.float32:
+        try:
+            check_images(images, "images")
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{name}: {e}") from None
+    return images
+
+
+def _integer_labels(labels: Any, name: str) -> torch.Tensor:
+    """(N,) int64 labels; float labels only when whole (a fraction is an error, not cut)."""
+    t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    t = t.reshape(-1)
+    if t.is_complex() or t.dtype == torch.bool:
+        raise DatasetError(f"{name}: labels must be integer class indices, got dtype {t.dtype}")
+    if t.is_floating_point():
+        bad = ~torch.isfinite(t) | (t != t.round())
+        if bool(bad.any()):
+            first = float(t[bad][0])
+            raise DatasetError(
+                f"{name}: labels must be whole class indices, got {first:g}; fractional "
+                "labels are not truncated, fix the label data"
+            )
+    return t.to(torch.int64)
 
 
 def check_split(name: str, split: str, allowed: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustact._validate import is_int
 from robustact.data.base import DATASETS, DatasetError, ImageDataset, check_split
 from robustact.data.splits import stratified_indices
 
@@ -58,8 +59,8 @@ def digits(root: str | Path | None = None, split: str = "train", size: int = 8) 
     """
     del root
     split = check_split("digits", split, ("train", "test", "all"))
-    if not isinstance(size, int) or size < 1:
-        raise DatasetError(f"digits: size must be a positive int, got {size!r}")
+    if not is_int(size) or size < 1:
+        raise DatasetError(f"digits: size must be an integer >= 1, got {size!r}")
     images, labels = _digits_split(split, size)
     # Clone so a caller writing into its dataset cannot corrupt the per-process cache.
     return ImageDataset(images.clone(), labels.clone(), [str(i) for i in range(10)], "digits")

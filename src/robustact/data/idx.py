@@ -8,6 +8,7 @@ a message that names the file instead of producing garbage images.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
         raise DatasetError(f"{path}: truncated IDX header; re-download the file")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=dims_n, offset=4))
     dtype = _IDX_DTYPES[data[2]]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a huge header cannot wrap
     got = len(data) - header
     if got != expected:
         raise DatasetError(

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from robustact._validate import check_float, check_int
 from robustact.data.base import DatasetError, ImageDataset
 
 __all__ = ["BatchLoader", "make_loader", "stratified_indices", "train_val_split"]
@@ -24,8 +25,12 @@ def stratified_indices(
     Returns:
         (first_indices, second_indices), int64.
     """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    try:
+        val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, min_open=True,
+                                   max_open=True)  # fmt: skip
+        seed = check_int("seed", seed)
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
     rng = np.random.default_rng(seed)
     first: list[np.ndarray] = []
@@ -74,8 +79,7 @@ class BatchLoader:
         drop_last: bool = False,
         device: torch.device | str | None = None,
     ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -24,8 +24,10 @@ The zero and sparse gradients are exactly the gradient masking that
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 
 from robustact._registry import Registry
 from robustact.activations import StraightThroughMixin
+from robustact.models._record import record_edit, register_edit
 
 __all__ = [
     "JPEG_LUMINANCE_TABLE",
@@ -312,6 +315,17 @@ class Preprocessed(nn.Module):
                 raise TypeError(f"Preprocessed {name} must be an nn.Module, got {type(m)}")
         self.preprocess = preprocess
         self.classifier = classifier
+        # the model record (robustact.models._record): the classifier's, plus this wrapper
+        step = getattr(preprocess, "robustact_preprocess", None)
+        edit = {
+            "op": "preprocess",
+            "step": step
+            or {
+                "name": None,
+                "class": f"{type(preprocess).__module__}.{type(preprocess).__qualname__}",
+            },
+        }
+        record_edit(self, edit, base=classifier, rebuildable=step is not None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.preprocess(x))
@@ -347,8 +361,26 @@ def get_preprocess(name: str, **kwargs: object) -> nn.Module:
     """
     ctor = PREPROCESSORS.get(name)
     try:
-        return ctor(**kwargs)
+        step = ctor(**kwargs)
     except TypeError as e:
         raise ValueError(
             f"bad arguments {sorted(kwargs)} for preprocessing {name!r}: {e}"
         ) from None
+    # what Preprocessed records so a checkpoint can rebuild the step (JSON-ready only)
+    desc = {"name": name.lower().replace("-", "_"), "kwargs": dict(kwargs)}
+    try:
+        json.dumps(desc, allow_nan=False)
+    except (TypeError, ValueError):
+        return step
+    object.__setattr__(step, "robustact_preprocess", desc)
+    return step
+
+
+@register_edit("preprocess")
+def _replay_preprocess(model: nn.Module, edit: Any) -> nn.Module:
+    step = edit["step"]
+    if not isinstance(step, dict) or not isinstance(step.get("name"), str):
+        raise ValueError(
+            f"preprocessing step {step!r} was not built by get_preprocess and cannot be rebuilt"
+        )
+    return Preprocessed(model, get_preprocess(step["name"], **dict(step.get("kwargs") or {})))

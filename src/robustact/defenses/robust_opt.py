@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from robustact.models._record import record_edit, register_edit
 from robustact.train.objectives import OBJECTIVES, Metrics, Natural, Objective
 
 __all__ = [
@@ -152,14 +153,23 @@ def apply_spectral_norm(
             continue
         if parametrize.is_parametrized(m, "weight"):
             continue  # already normalised (or otherwise parametrised): leave it as it is
-        spectral_norm(m, n_power_iterations=n_power_iterations)
         names.append(name)
     if not names:
         raise ValueError(
             "apply_spectral_norm found no nn.Linear/nn.Conv layer to normalise "
             f"(exclude={list(exclude)!r})"
         )
-    return target, names
+    edit = {"op": "spectral_norm", "names": names, "n_power_iterations": n_power_iterations}
+    return record_edit(_replay_spectral_norm(target, edit), edit), names
+
+
+@register_edit("spectral_norm")
+def _replay_spectral_norm(model: nn.Module, edit: Any) -> nn.Module:
+    for name in edit["names"]:
+        spectral_norm(
+            model.get_submodule(str(name)), n_power_iterations=int(edit["n_power_iterations"])
+        )
+    return model
 
 
 class LipschitzPenalty(Objective):

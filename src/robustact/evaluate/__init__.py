@@ -1,4 +1,5 @@
-"""Honest robustness evaluation: protocols, metrics, masking report, diagnostics.
+"""Honest robustness evaluation: protocols, metrics, masking report, diagnostics, and
+:func:`evaluate_suite`, which runs them all (the one orchestration).
 
 See DESIGN.md, "Evaluation soundness".
 """
@@ -12,9 +13,6 @@ from robustact.evaluate.diagnostics import (
     cap_trajectories,
     layer_distances,
     negative_unit_ratio,
-    plot_cap_trajectories,
-    plot_layer_distances,
-    plot_sensitivity_map,
     sensitivity_map,
     zero_gradient_distance,
 )
@@ -28,7 +26,9 @@ from robustact.evaluate.metrics import (
     summarise,
 )
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
+from robustact.evaluate.rows import MetricRow
 from robustact.evaluate.runner import evaluate
+from robustact.evaluate.suite import SuiteResult, evaluate_suite
 
 __all__ = [
     "PROTOCOLS",
@@ -40,22 +40,22 @@ __all__ = [
     "LayerDistance",
     "MaskingCheck",
     "MaskingReport",
+    "MetricRow",
     "NegativeRatio",
     "Protocol",
     "ProtocolEntry",
     "StochasticSummary",
+    "SuiteResult",
     "ZeroGradSummary",
     "cap_snapshot",
     "cap_trajectories",
     "evaluate",
+    "evaluate_suite",
     "get_protocol",
     "layer_distances",
     "list_protocols",
     "masking_report",
     "negative_unit_ratio",
-    "plot_cap_trajectories",
-    "plot_layer_distances",
-    "plot_sensitivity_map",
     "sensitivity_map",
     "summarise",
     "zero_gradient_distance",

@@ -1,5 +1,6 @@
-"""The named protocols (``seed``, ``seed-brelu``, ``adaptive``, ``autoattack``) and their
-registry; see :mod:`robustact.evaluate.protocol` for what each one runs and why."""
+"""The named protocols (``seed``, ``seed-brelu``, ``adaptive``, ``autoattack``,
+``autoattack-rand``) and their registry; see :mod:`robustact.evaluate.protocol` for what
+each one runs and why."""
 
 from __future__ import annotations
 
@@ -150,6 +151,7 @@ def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
 @PROTOCOLS.register("autoattack")
 def _autoattack(eps: float, norm: str, fast: bool) -> Protocol:
     steps = 20 if fast else 100
+    targets = 3 if fast else 9
     entries = (
         _entry("APGD-CE", "apgd", loss="ce", steps=steps),
         _entry(
@@ -157,19 +159,12 @@ def _autoattack(eps: float, norm: str, fast: bool) -> Protocol:
             "apgd",
             loss="dlr",
             targeted=True,
-            n_target_classes=3 if fast else 9,
+            n_target_classes=targets,
             steps=steps,
         ),
-        # FAB-T substitute (documented in the module docstring)
-        _entry(
-            "PGD-margin-R",
-            "pgd",
-            loss="margin",
-            steps=steps,
-            restarts=1 if fast else 5,
-            random_start=True,
-        ),
-        _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8),
+        # AutoAttack standard: FAB-T with 1 run per target, alpha_max 0.1, eta 1.05, beta 0.9
+        _entry("FAB-T", "fab", targeted=True, n_target_classes=targets, steps=steps),
+        _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8, resample=False),
     )
     return Protocol(
         "autoattack",
@@ -179,5 +174,26 @@ def _autoattack(eps: float, norm: str, fast: bool) -> Protocol:
         fast=fast,
         cascade=True,
         eot_samples=1,
+        repeats=3 if fast else 5,
+    )
+
+
+@PROTOCOLS.register("autoattack-rand")
+def _autoattack_rand(eps: float, norm: str, fast: bool) -> Protocol:
+    # AutoAttack's version='rand' for randomised defences: EOT over 20 passes per gradient
+    steps = 20 if fast else 100
+    eot = 8 if fast else 20
+    entries = (
+        _entry("APGD-CE+EOT", "apgd", loss="ce", steps=steps, eot=eot),
+        _entry("APGD-DLR+EOT", "apgd", loss="dlr", steps=steps, eot=eot),
+    )
+    return Protocol(
+        "autoattack-rand",
+        entries,
+        eps,
+        norm,
+        fast=fast,
+        cascade=True,
+        eot_samples=eot,
         repeats=3 if fast else 5,
     )

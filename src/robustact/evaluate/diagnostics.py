@@ -4,30 +4,29 @@
   and adversarial inputs (dissertation Ch. 3, Fig 3.1/3.2: "the distance between each hidden
   layer's outputs resulted from passing clean samples and adversarial examples").
 * :func:`sensitivity_map` — eq. 4.3, ``max(0, dZ_t/dx ⊙ sum_{c != t} dZ_c/dx)`` per pixel,
-  with its summed score (dissertation §4.6, Fig 4.12) and :func:`plot_sensitivity_map`.
+  with its summed score (dissertation §4.6, Fig 4.12).
 * :func:`zero_gradient_distance` — the zero-gradient experiment (§4.4, Fig 4.5-4.7) through
   the attacks' ``ZeroGradPGD``.
 * :func:`negative_unit_ratio` — fraction of negative values before and after every
   activation (BReLU paper, Table 6).
-* :func:`cap_snapshot`, :func:`cap_trajectories`, :func:`plot_cap_trajectories` — D-ReLU
-  caps over training.
+* :func:`cap_snapshot`, :func:`cap_trajectories` — D-ReLU caps over training.
 
-Figures are ``matplotlib.figure.Figure`` objects built without pyplot (no global state).
+The named, configurable runs of these are in :mod:`robustact.evaluate.diagnose`; their
+figures in :mod:`robustact.report.plots`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from robustact.surgery import find_activations, find_caps, record_io, straight_through
+from robustact.attacks.adaptive import bpda_scope
+from robustact.surgery import find_activations, find_caps, record_io
 
 __all__ = [
     "LayerDistance",
@@ -37,9 +36,6 @@ __all__ = [
     "cap_trajectories",
     "layer_distances",
     "negative_unit_ratio",
-    "plot_cap_trajectories",
-    "plot_layer_distances",
-    "plot_sensitivity_map",
     "sensitivity_map",
     "zero_gradient_distance",
 ]
@@ -117,25 +113,6 @@ def layer_distances(
     return out
 
 
-def plot_layer_distances(
-    curves: Mapping[str, Sequence[LayerDistance]], *, norm: str = "Linf"
-) -> Figure:
-    """Line plot of distance vs layer for several models (one line per key), as Fig 3.1/3.2."""
-    if norm not in ("Linf", "L2"):
-        raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.add_subplot(1, 1, 1)
-    for label, ds in curves.items():
-        vals = [d.linf if norm == "Linf" else d.l2 for d in ds]
-        ax.plot(range(len(vals)), vals, marker="o", label=label)
-        ax.set_xticks(range(len(vals)), [d.name for d in ds], rotation=30, fontsize=7)
-    ax.set_ylabel(f"{norm} distance clean vs adversarial")
-    ax.set_xlabel("layer")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def sensitivity_map(
     model: nn.Module, x: Tensor, y: Tensor, *, bpda: bool = False
 ) -> tuple[Tensor, Tensor]:
@@ -149,7 +126,7 @@ def sensitivity_map(
     Args:
         model: classifier (eval mode; restored).
         x: inputs (N, ...); y: labels (N,).
-        bpda: take gradients inside ``surgery.straight_through`` (caps pass gradient).
+        bpda: take gradients through the straight-through (BPDA) scope (caps pass gradient).
     Returns:
         ``(maps (N, ...), scores (N,))``.
     """
@@ -158,7 +135,7 @@ def sensitivity_map(
     was_training = model.training
     try:
         model.eval()
-        with torch.enable_grad(), straight_through(model) if bpda else nullcontext():
+        with torch.enable_grad(), bpda_scope(model, bpda):
             xg = x.detach().clone().requires_grad_(True)
             z = model(xg)
             if z.dim() != 2 or int(y.max()) >= z.shape[1]:
@@ -171,38 +148,6 @@ def sensitivity_map(
         model.train(was_training)
     smap = (g_t * g_o).clamp_min(0.0).detach()
     return smap, smap.flatten(1).sum(dim=1)
-
-
-def plot_sensitivity_map(
-    smap: Tensor, score: float | Tensor | None = None, *, image: Tensor | None = None
-) -> Figure:
-    """Heat map of one sensitivity map (C, H, W) or (H, W), its sum in the title.
-
-    Args:
-        smap: one map; channels are summed.
-        score: the summed score (computed from ``smap`` when None).
-        image: optional input (C, H, W) shown beside the map.
-    """
-    m = smap.detach().cpu()
-    if m.dim() == 3:
-        m = m.sum(0)
-    if m.dim() != 2:
-        raise ValueError(f"smap must be (C, H, W) or (H, W), got {tuple(smap.shape)}")
-    s = float(m.sum()) if score is None else float(score)
-    ncol = 2 if image is not None else 1
-    fig = Figure(figsize=(3 * ncol, 3))
-    if image is not None:
-        ax0 = fig.add_subplot(1, ncol, 1)
-        img = image.detach().cpu()
-        ax0.imshow((img.mean(0) if img.dim() == 3 else img).numpy(), cmap="gray", vmin=0, vmax=1)
-        ax0.set_axis_off()
-    ax = fig.add_subplot(1, ncol, ncol)
-    im = ax.imshow(m.numpy(), cmap="Reds", vmin=0.0)
-    ax.set_title(f"sum = {s:.4g}")
-    ax.set_axis_off()
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig
 
 
 @dataclass(frozen=True)
@@ -312,20 +257,3 @@ def cap_trajectories(history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
             for k in ("min", "mean", "max"):
                 row[k].append(float(st[k]))
     return out
-
-
-def plot_cap_trajectories(history: Sequence[Mapping[str, Any]], *, log: bool = True) -> Figure:
-    """Cap mean per layer over epochs with a min-max band (D-ReLU training, Ch. 5)."""
-    traj = cap_trajectories(history)
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.add_subplot(1, 1, 1)
-    for layer, row in traj.items():
-        (line,) = ax.plot(row["epoch"], row["mean"], label=f"{layer} mean")
-        ax.fill_between(row["epoch"], row["min"], row["max"], alpha=0.2, color=line.get_color())
-    if log and all(v > 0 for row in traj.values() for v in row["min"]):
-        ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cap (min / mean / max)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from robustact.evaluate.rows import VERDICTS, MetricRow, finite
+
 __all__ = ["MaskingCheck", "MaskingReport", "Verdict"]
 
 Verdict = Literal["no evidence", "suspect", "masked"]
@@ -87,6 +89,23 @@ class MaskingReport:
         for k, v in self.accuracies.items():
             m[f"masking/acc/{k}"] = float(v)
         return m
+
+    def rows(self) -> list[MetricRow]:
+        """Typed rows (kind "masking"; see :mod:`robustact.evaluate.rows`): the verdict
+        level, each check's value, threshold and flag, and each attack's accuracy."""
+
+        def row(attack: str, metric: str, value: float, item: str | None = None) -> MetricRow:
+            return MetricRow("masking", attack, metric, float(value), self.eps, self.norm,
+                             kind="masking", item=item, n=self.n)  # fmt: skip
+
+        out = [row("verdict", "level", VERDICTS.index(self.verdict))]
+        for c in self.checks:
+            if c.value is not None and finite(c.value):
+                out.append(row("check", "value", c.value, c.name))
+            out.append(row("check", "threshold", c.threshold, c.name))
+            out.append(row("check", "flagged", float(c.flagged), c.name))
+        out += [row(label, "accuracy", v) for label, v in self.accuracies.items() if finite(v)]
+        return out
 
     def to_table(self) -> Any:
         """A ``rich.table.Table`` with one row per check."""

@@ -163,30 +163,16 @@ def summarise(
     broken = clean_ok & ~robust
     clean_acc, robust_acc = _frac(clean_ok), _frac(robust)
     return EvalResult(
-        protocol=protocol,
-        fast=fast,
-        eps=float(eps),
-        norm=norm,
-        cascade=cascade,
-        n=n,
-        num_classes=int(num_classes),
-        clean_accuracy=clean_acc,
-        clean_ci=_ci(clean_ok),
-        robust_accuracy=robust_acc,
-        robust_ci=_ci(robust),
-        robustness_gap=clean_acc - robust_acc,
+        protocol=protocol, fast=fast, eps=float(eps), norm=norm, cascade=cascade, n=n,
+        num_classes=int(num_classes), clean_accuracy=clean_acc, clean_ci=_ci(clean_ok),
+        robust_accuracy=robust_acc, robust_ci=_ci(robust), robustness_gap=clean_acc - robust_acc,
         success_rate=(int(broken.sum()) / n_ok) if n_ok else None,
-        mean_max_prob=_mean_over(w_max, clean_ok),
-        mean_true_prob=_mean_over(w_true, clean_ok),
-        mean_linf=_mean_over(w_linf, broken),
-        mean_l2=_mean_over(w_l2, broken),
+        mean_max_prob=_mean_over(w_max, clean_ok), mean_true_prob=_mean_over(w_true, clean_ok),
+        mean_linf=_mean_over(w_linf, broken), mean_l2=_mean_over(w_l2, broken),
         per_class_clean=_per_class(clean_ok, y, num_classes),
         per_class_robust=_per_class(robust, y, num_classes),
-        attacks=rows,
-        seconds=float(seconds),
-        seed=seed,
-        notes=list(notes or []),
-    )
+        attacks=rows, seconds=float(seconds), seed=seed, notes=list(notes or []),
+    )  # fmt: skip
 
 
 def summarise_repeats(

@@ -26,10 +26,15 @@ A :class:`Protocol` is a name, a threat model (eps, norm) and an ordered tuple o
     (model, x)``, ``bpda.find_flat_modules``) as well as by the built-in layers. DLR needs
     at least 3 classes and APGD-T at least 4 (as in AutoAttack).
 ``autoattack``
-    The standard AutoAttack list: APGD-CE, APGD-T (DLR, 9 targets), FAB-T replaced by
-    PGD-margin with 5 restarts (FAB is not implemented: a documented substitute; a
-    minimum-norm attack finds the same points a strong margin attack finds at a fixed
-    radius in most reported cases), Square 5000; cascade; no BPDA/EOT.
+    AutoAttack's standard version (Croce & Hein 2020, ``version='standard'``): APGD-CE,
+    APGD-T (DLR, 9 targets), FAB-T (9 targets, one 100-step run each from the clean point,
+    alpha_max 0.1, eta 1.05, beta 0.9; a point counts as broken when FAB finds a
+    misclassified point within eps) and Square with 5000 queries and AutoAttack's sampling
+    (``resample=False``); cascade; no BPDA/EOT. Matches the official implementation
+    (``tests/test_autoattack_oracle.py``), so its numbers compare with RobustBench's.
+``autoattack-rand``
+    AutoAttack's version for randomised defences (``version='rand'``): APGD-CE and
+    APGD-DLR, 100 steps, EOT over 20 forward passes per gradient; cascade.
 
 ``fast=True`` cuts steps, restarts, targets, queries and (``adaptive``) EOT passes to 8
 (for tests and quick recipes) and is labelled in every report.
@@ -46,7 +51,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from robustact.attacks import Attack, list_attacks
-from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, resolve_eot
+from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, check_eot, resolve_eot
 from robustact.attacks.threat import canonical_norm
 
 __all__ = ["Protocol", "ProtocolEntry"]
@@ -245,9 +250,10 @@ class Protocol:
             att = item["attack"]
             if not isinstance(att, str) or att not in known:
                 raise ValueError(f"spec[{i}]: unknown attack {att!r}; known: {', '.join(known)}")
-            eot = item.get("eot", 1)
-            if eot != "auto" and (isinstance(eot, bool) or not isinstance(eot, int) or eot < 1):
-                raise ValueError(f"spec[{i}]: eot must be an int >= 1 or 'auto', got {eot!r}")
+            try:
+                eot = check_eot(item.get("eot", 1))
+            except ValueError as e:
+                raise ValueError(f"spec[{i}]: {e}") from None
             label = str(item.get("label", att))
             if any(e.label == label for e in entries):
                 label = f"{label}#{i}"

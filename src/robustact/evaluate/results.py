@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from robustact.evaluate.rows import MetricRow, finite
 from robustact.stats import MeanSD
 
 __all__ = ["AttackMetrics", "EvalResult", "StochasticSummary"]
@@ -45,6 +46,25 @@ class AttackMetrics:
     seconds: float
     describe: dict[str, Any] = field(default_factory=dict)
     in_worst_case: bool = True
+
+    def values(self, sd: StochasticSummary | None = None) -> dict[str, float | None]:
+        """Metric name -> value (the repeated-run statistics of ``sd`` included)."""
+        ci = self.accuracy_ci or (None, None)
+        return {
+            "accuracy": self.accuracy, "accuracy_ci_low": ci[0], "accuracy_ci_high": ci[1],
+            "cumulative_accuracy": self.cumulative_accuracy, "success_rate": self.success_rate,
+            "mean_max_prob": self.mean_max_prob, "mean_true_prob": self.mean_true_prob,
+            "mean_linf": self.mean_linf, "mean_l2": self.mean_l2, "seconds": self.seconds,
+            **_repeat_stats(sd, f"attack/{self.label}/acc"),
+        }  # fmt: skip
+
+    def threat(self) -> tuple[float | None, str | None]:
+        """The attack's own (eps, norm) from its arguments; eps None when unbounded."""
+        args = self.describe.get("attack_args") or {}
+        e = args.get("eps", self.describe.get("eps"))
+        eps = float(e) if finite(e) and float(e) > 0 else None
+        norm = args.get("norm", self.describe.get("norm"))
+        return eps, None if norm is None else str(norm)
 
 
 @dataclass
@@ -189,6 +209,49 @@ class EvalResult:
                 m[f"{k}_majority"] = v
         return {k: float(v) for k, v in m.items() if v is not None and math.isfinite(v)}
 
+    def rows(self, *, with_clean: bool = True) -> list[MetricRow]:
+        """Typed rows of the evaluation (kind "result"; see :mod:`robustact.evaluate.rows`).
+
+        Absent values (None, NaN) give no row.
+
+        Args:
+            with_clean: include the clean rows (eps-independent: an evaluation at several
+                budgets stores them once).
+        """
+        sd = self.stochastic
+        clean: dict[str, float | None] = {
+            "accuracy": self.clean_accuracy, "accuracy_ci_low": self.clean_ci[0],
+            "accuracy_ci_high": self.clean_ci[1], **_repeat_stats(sd, "clean_acc"),
+        }  # fmt: skip
+        worst: dict[str, float | None] = {
+            "accuracy": self.robust_accuracy, "accuracy_ci_low": self.robust_ci[0],
+            "accuracy_ci_high": self.robust_ci[1], "robustness_gap": self.robustness_gap,
+            "success_rate": self.success_rate, "mean_max_prob": self.mean_max_prob,
+            "mean_true_prob": self.mean_true_prob, "mean_linf": self.mean_linf,
+            "mean_l2": self.mean_l2, "seconds": self.seconds,
+            **({"repeats": float(sd.repeats)} if sd else {}), **_repeat_stats(sd, "robust_acc"),
+        }  # fmt: skip
+        threat = (self.eps, self.norm)
+        out: list[MetricRow] = []
+        if with_clean:
+            out += self._rows("clean", clean, (None, None), self.per_class_clean)
+        out += self._rows("worst", worst, threat, self.per_class_robust)
+        for a in self.attacks:
+            out += self._rows(a.label, a.values(sd), threat if a.in_worst_case else a.threat())
+        return out
+
+    def _rows(
+        self, attack: str, values: dict[str, float | None], threat: tuple[float | None, str | None],
+        per_class: dict[int, float] | None = None,
+    ) -> list[MetricRow]:  # fmt: skip
+        eps, norm = threat
+        out = [MetricRow(self.protocol, attack, m, float(v), eps, norm, n=self.n)
+               for m, v in values.items() if finite(v)]  # fmt: skip
+        out += [MetricRow(self.protocol, attack, "class_accuracy", float(v), eps, norm,
+                          item=str(c), n=self.n)
+                for c, v in (per_class or {}).items() if finite(v)]  # fmt: skip
+        return out
+
     # ------------------------------------------------------------------ rendering
     def title(self) -> str:
         fast = " (fast: reduced steps/queries)" if self.fast else ""
@@ -206,6 +269,21 @@ class EvalResult:
         from robustact.evaluate.render import to_text
 
         return to_text(self.to_table(), width=width)
+
+
+def _repeat_stats(sd: StochasticSummary | None, key: str) -> dict[str, float | None]:
+    """Metric suffix -> value of the repeated-run statistics of one accuracy (``key`` as
+    :func:`robustact.evaluate.metrics.summarise_repeats` names it); empty without repeats."""
+    if sd is None:
+        return {}
+    out: dict[str, float | None] = {}
+    if key in sd.mean_sd:
+        out.update(accuracy_mean=sd.mean_sd[key].mean, accuracy_sd=sd.mean_sd[key].sd)
+    if key in sd.worst_of_r:
+        out["accuracy_worst_of_r"] = sd.worst_of_r[key]
+    if key in sd.majority_vote:
+        out["accuracy_majority"] = sd.majority_vote[key]
+    return out
 
 
 def _clean_json(obj: Any) -> Any:

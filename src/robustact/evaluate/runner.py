@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact.attacks import Attack
+from robustact.attacks.adaptive import DEFAULT_EOT
 from robustact.evaluate.catalog import get_protocol
 from robustact.evaluate.metrics import (
     AttackOutcome,
@@ -30,10 +32,10 @@ from robustact.evaluate.metrics import (
     summarise,
     summarise_repeats,
 )
-from robustact.evaluate.protocol import Protocol
-from robustact.surgery import is_stochastic, straight_through
+from robustact.evaluate.protocol import Protocol, ProtocolEntry
+from robustact.surgery import is_stochastic
 
-__all__ = ["evaluate", "iter_batches", "run_protocol_batch"]
+__all__ = ["evaluate", "iter_batches", "run_entry", "run_protocol_batch"]
 
 Data = Tensor | Any  # a tensor x (with y), a dataset with .tensors(), or an iterable of (x, y)
 
@@ -76,6 +78,22 @@ def _probs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tens
     return logits.argmax(1), p.amax(1), p.gather(1, y[:, None]).squeeze(1)
 
 
+def run_entry(
+    model: nn.Module, x: Tensor, y: Tensor, entry: ProtocolEntry, eps: float, norm: str,
+    eot_samples: int = DEFAULT_EOT,
+) -> tuple[Tensor, Attack]:  # fmt: skip
+    """Run one protocol entry on ``(x, y)`` under ``(eps, norm)``: the one place an entry
+    becomes an attack and runs (``entry.build`` carries its BPDA and EOT).
+
+    Returns:
+        ``(x_adv (N, ...), the attack)``; the model is left in eval mode.
+    """
+    attack = entry.build(model, eps, norm, eot_samples, x)  # x: randomness by behaviour
+    x_adv = attack(model, x, y)
+    model.eval()
+    return x_adv, attack
+
+
 def run_protocol_batch(
     model: nn.Module, x: Tensor, y: Tensor, protocol: Protocol
 ) -> tuple[CleanOutcome, list[AttackOutcome], int]:
@@ -97,7 +115,7 @@ def run_protocol_batch(
         robust = clean_ok.clone()
         outs: list[AttackOutcome] = []
         for entry in protocol.entries:
-            attack = entry.build(model, protocol.eps, protocol.norm, protocol.eot_samples, x)
+            attack = None
             counts = not entry.own_threat
             attacked = robust.clone() if (protocol.cascade and counts) else clean_ok.clone()
             a_pred, a_max, a_true = pred.clone(), pmax.clone(), ptrue.clone()
@@ -107,9 +125,8 @@ def run_protocol_batch(
             idx = attacked.nonzero().squeeze(1)
             if idx.numel():
                 xs, ys = x[idx], y[idx]
-                with straight_through(model, xs) if entry.bpda else nullcontext():
-                    x_adv = attack(model, xs, ys)
-                model.eval()
+                x_adv, attack = run_entry(model, xs, ys, entry, protocol.eps, protocol.norm,
+                                          protocol.eot_samples)  # fmt: skip
                 p_, m_, t_ = _probs(model, x_adv, ys)
                 a_pred[idx], a_max[idx], a_true[idx] = p_, m_, t_
                 d = (x_adv - xs).flatten(1)
@@ -118,6 +135,8 @@ def run_protocol_batch(
             seconds = time.perf_counter() - t0
             if counts:
                 robust &= ~(attacked & (a_pred != y))
+            if attack is None:  # no point to attack: build it only to describe it
+                attack = entry.build(model, protocol.eps, protocol.norm, protocol.eot_samples, x)
             desc = {**entry.describe(), "attack_args": attack.describe()}
             desc["eot"] = entry.resolve_eot(model, protocol.eot_samples, x)
             outs.append(
@@ -221,21 +240,11 @@ def evaluate(
     if skipped:
         notes.append(f"not in the worst case (own threat model): {', '.join(skipped)}")
     results = [
-        summarise(
-            c,
-            a,
-            protocol=proto.name,
-            eps=proto.eps,
-            norm=proto.norm,
-            num_classes=num_classes,
-            cascade=proto.cascade,
-            fast=proto.fast,
-            seconds=seconds,
-            seed=seed,
-            notes=notes,
-        )
+        summarise(c, a, protocol=proto.name, eps=proto.eps, norm=proto.norm,
+                  num_classes=num_classes, cascade=proto.cascade, fast=proto.fast,
+                  seconds=seconds, seed=seed, notes=notes)
         for c, a in runs
-    ]
+    ]  # fmt: skip
     result = results[0]
     if stochastic:
         result.stochastic = summarise_repeats(runs, results, num_classes)

@@ -3,8 +3,7 @@ and the SQLite results store (one transaction per finished cell)."""
 
 from __future__ import annotations
 
-from robustact.experiments.cell import execute_cell, load_cell_model, run_cell
-from robustact.experiments.ddp import fit_ddp
+from robustact.experiments.cell import execute_cell, run_cell
 from robustact.experiments.records import (
     CellRecord,
     MetricRow,
@@ -14,7 +13,7 @@ from robustact.experiments.records import (
 )
 from robustact.experiments.runner import RunSummary, run_spec
 from robustact.experiments.spec import Cell, Spec, SpecError, load_spec, parse_spec, spec_summary
-from robustact.experiments.store import CellWriter, ResultStore
+from robustact.experiments.store import CellWriter, ResultStore, StoreError
 
 __all__ = [
     "Cell",
@@ -25,11 +24,10 @@ __all__ = [
     "RunSummary",
     "Spec",
     "SpecError",
+    "StoreError",
     "canonical_json",
     "cell_id",
     "execute_cell",
-    "fit_ddp",
-    "load_cell_model",
     "load_spec",
     "parse_spec",
     "run_cell",

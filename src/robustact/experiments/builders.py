@@ -150,7 +150,6 @@ def build_model(
     placed = "where" in act_cfg or "insert" in act_cfg
     act_layer: Any = None if placed else {"name": act_name, "kwargs": act_kwargs}
     model = create_model(name, num_classes=num_classes, in_channels=c, act_layer=act_layer, **opts)
-    config = model.robustact_config  # surgery below copies the model; keep its config
     factory = activation_factory(act_name, act_kwargs)
     if "where" in act_cfg:
         model, _ = replace_activations(
@@ -168,8 +167,7 @@ def build_model(
         with torch.no_grad():
             model(example_input[:2])
         model.train(was)
-    object.__setattr__(model, "robustact_config", config)
-    return model
+    return model  # its robustact_config records the surgery too: a checkpoint rebuilds it
 
 
 def _model_builder(name: str) -> Callable[..., nn.Module]:

@@ -4,15 +4,9 @@
 store_path)`` wraps it for workers: claim the cell in the store, run it, and commit its
 metrics in one transaction (or record the error, so the other cells carry on).
 
-Metric rows (``protocol, attack, metric, value, eps, norm``):
-
-* ``(<protocol>, "clean", "accuracy", v, None, None)``, its Wilson interval and per-class rows;
-* ``(<protocol>, "worst", "accuracy", v, eps, norm)``: the worst case over the protocol,
-  with ``accuracy_ci_*``, ``robustness_gap``, ``success_rate``, ``mean_max_prob``, ...;
-* ``(<protocol>, <attack label>, "accuracy" | "cumulative_accuracy" | ..., v, eps, norm)``;
-* ``("masking", "checks", <check> | <check>/flagged | verdict, v, eps, norm)`` and
-  ``("masking", <attack>, "accuracy", ...)`` from the masking report;
-* ``("training", "final", "loss" | "val_loss" | "val_acc" | "epochs" | "seconds", v)``.
+The evaluation (protocols × eps, masking report, diagnostics) is
+:func:`robustact.evaluate.suite.evaluate_suite`; its typed rows
+(:mod:`robustact.evaluate.rows`) and :func:`training_rows` are what a cell stores.
 
 Accuracies are fractions in [0, 1], as :class:`~robustact.evaluate.EvalResult` gives them.
 """
@@ -31,15 +25,15 @@ from typing import Any
 import torch
 
 from robustact.data import load_dataset, train_val_split
-from robustact.evaluate import EvalResult, Protocol, evaluate, get_protocol
+from robustact.evaluate.suite import build_protocol, evaluate_suite
 from robustact.experiments import builders as B
 from robustact.experiments._cellextras import (
     apply_transform,
     defended_model,
     load_trained,
     publish_trained,
-    run_diagnostics,
 )
+from robustact.experiments.claims import Heartbeat
 from robustact.experiments.records import MetricRow, cell_id
 from robustact.experiments.store import ResultStore
 
@@ -50,13 +44,10 @@ __all__ = [
     "build_protocol",
     "execute_cell",
     "finish_cell",
-    "load_cell_model",
-    "metric_rows_of",
     "prepare_cell",
     "run_cell",
+    "training_rows",
 ]
-
-_VERDICT_ORDER = ("no evidence", "suspect", "masked")
 
 
 @dataclass
@@ -87,57 +78,6 @@ class _Timer:
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - t0
         return now
-
-
-def build_protocol(entry: Mapping[str, Any], eps: float, norm: str, fast: bool) -> Protocol:
-    """A built-in protocol by name or a spec's custom attack list, at (eps, norm)."""
-    if "attacks" not in entry:
-        return get_protocol(str(entry["name"]), eps=eps, norm=norm, fast=fast)
-    opts = {k: entry[k] for k in ("cascade", "eot_samples", "repeats") if k in entry}
-    return Protocol.from_spec(
-        list(entry["attacks"]), eps=eps, norm=norm, name=str(entry["name"]), fast=fast, **opts
-    )
-
-
-def metric_rows_of(result: EvalResult, *, with_clean: bool) -> list[MetricRow]:
-    """Store rows of one evaluation (see the module docstring for the naming)."""
-    proto, eps, norm = result.protocol, result.eps, result.norm
-    rows: list[MetricRow] = []
-    for name, v in result.metrics().items():
-        if name.startswith("clean_acc"):
-            if with_clean:
-                rows.append(MetricRow(proto, "clean", "accuracy" + name[len("clean_acc") :], v))
-        elif name.startswith("attack/"):
-            _, label, metric = name.split("/", 2)
-            metric = metric.replace("cumulative_acc", "cumulative_accuracy")
-            metric = "accuracy" + metric[3:] if metric.startswith("acc") else metric
-            rows.append(MetricRow(proto, label, metric, v, eps, norm))
-        elif name.startswith("robust_acc"):
-            rows.append(
-                MetricRow(proto, "worst", "accuracy" + name[len("robust_acc") :], v, eps, norm)
-            )
-        else:
-            rows.append(MetricRow(proto, "worst", name.removeprefix("adv_"), v, eps, norm))
-    return rows
-
-
-def _masking(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, fast: bool,
-    seed: int,
-) -> tuple[list[MetricRow], dict[str, Any]]:  # fmt: skip
-    try:
-        from robustact.evaluate.masking import masking_report
-    except ImportError as e:  # the masking report is optional until it lands
-        return [], {"eps": eps, "skipped": f"masking report unavailable: {e}"}
-    rep = masking_report(model, x, y, eps=eps, norm=norm, fast=fast, seed=seed)
-    rows = []
-    for name, v in rep.metrics().items():
-        parts = name.split("/")
-        if len(parts) >= 3 and parts[1] == "acc":
-            rows.append(MetricRow("masking", "/".join(parts[2:]), "accuracy", v, eps, norm))
-        else:
-            rows.append(MetricRow("masking", "checks", "/".join(parts[1:]), v, eps, norm))
-    return rows, rep.to_dict()
 
 
 @dataclass
@@ -242,8 +182,9 @@ def run_cell(
 def save_cell_checkpoint(
     path: str | os.PathLike[str], prep: PreparedCell, history: Any, extra: Mapping[str, Any]
 ) -> Path:
-    """Save ``prep.model`` with the sidecar fields :func:`load_cell_model` rebuilds it from
-    (the cell config, its id, input shape and class count), plus ``extra``."""
+    """Save ``prep.model`` (its ``robustact_config`` records the cell's surgery and
+    transform, so ``robustact.train.load_checkpoint`` alone rebuilds it) with the cell
+    config, its id, input shape and class count in the sidecar, plus ``extra``."""
     from robustact.train import save_checkpoint
 
     fields = {"cell": dict(prep.config), "cell_id": prep.cell_id,
@@ -252,13 +193,22 @@ def save_cell_checkpoint(
                            history=history, extra={**fields, **extra})  # fmt: skip
 
 
+def training_rows(history: Any, seconds: float) -> list[MetricRow]:
+    """Typed rows (kind "training") of a finished training: the last epoch's loss,
+    val_loss and val_acc, the number of epochs and the training seconds."""
+    last = history.last if len(history) else {}
+    vals = {k: last[k] for k in ("loss", "val_loss", "val_acc") if isinstance(last.get(k), float)}
+    vals.update(epochs=float(len(history)), seconds=seconds)
+    return [MetricRow("training", "final", k, v, kind="training") for k, v in vals.items()]
+
+
 def finish_cell(
     prep: PreparedCell, history: Any, output_dir: str | os.PathLike[str] | None
 ) -> CellOutput:
     """After training: save the checkpoint, evaluate under every protocol and eps, run the
     masking report, and gather the metric rows and extra JSON."""
     t = prep.timer
-    t0 = t.lap("train", prep.t0)
+    t.lap("train", prep.t0)
     model, dev, seed = prep.model, prep.device, prep.seed
     ckpt = None
     if output_dir is not None:
@@ -277,89 +227,31 @@ def finish_cell(
     x, y = prep.test.tensors()
     if ev.get("n"):
         x, y = x[: ev["n"]], y[: ev["n"]]
-    rows: list[MetricRow] = []
-    evals: dict[str, Any] = {}
-    for proto_cfg in ev["protocols"]:
-        for i, eps in enumerate(ev["eps"]):
-            proto = build_protocol(proto_cfg, float(eps), ev["norm"], bool(ev["fast"]))
-            res = evaluate(model, x.to(dev), y.to(dev), protocol=proto,
-                           batch_size=int(ev["batch_size"]), seed=seed)  # fmt: skip
-            rows += metric_rows_of(res, with_clean=i == 0)
-            evals[f"{proto.name}@{eps:g}"] = res.to_dict()
-    t0 = t.lap("evaluate", t0)
-    masking: list[dict[str, Any]] = []
-    if ev.get("masking", True):
-        m = min(len(y), 200)
-        for eps in ev["eps"]:
-            mrows, rep = _masking(model, x[:m].to(dev), y[:m].to(dev), float(eps), ev["norm"],
-                                  bool(ev["fast"]), seed)  # fmt: skip
-            rows += mrows
-            masking.append(rep)
-    t0 = t.lap("masking", t0)
-    diag: dict[str, Any] = {}
-    if ev.get("diagnostics"):
-        drows, diag = run_diagnostics(
-            model, x.to(dev), y.to(dev), ev["diagnostics"], eps=[float(e) for e in ev["eps"]],
-            norm=ev["norm"], history=history.records, seed=seed,
-        )  # fmt: skip
-        rows += drows
-        t.lap("diagnostics", t0)
-    last = history.last if len(history) else {}
-    for key in ("loss", "val_loss", "val_acc"):
-        if isinstance(last.get(key), float):
-            rows.append(MetricRow("training", "final", key, last[key]))
-    rows.append(MetricRow("training", "final", "epochs", float(len(history))))
-    rows.append(MetricRow("training", "final", "seconds", t.seconds["train"]))
+    suite = evaluate_suite(
+        model, x.to(dev), y.to(dev), protocols=list(ev["protocols"]),
+        eps=[float(e) for e in ev["eps"]], norm=ev["norm"], fast=bool(ev["fast"]), seed=seed,
+        batch_size=int(ev["batch_size"]), masking=bool(ev.get("masking", True)),
+        diagnostics=list(ev.get("diagnostics") or ()), history=history.records,
+    )  # fmt: skip
+    for k, v in suite.seconds.items():
+        t.seconds[k] = t.seconds.get(k, 0.0) + v
+    rows = suite.rows + training_rows(history, t.seconds["train"])
     extra: dict[str, Any] = {
         "history": history.to_dict()["records"],
         "stopped_early": history.stopped_early,
         "timings": t.seconds,
-        "evaluations": evals,
+        "evaluations": suite.to_dict()["evaluations"],
         "n_train": len(prep.train), "n_val": len(prep.val), "n_test": len(y),
         "device": str(dev),
         "checkpoint": None if ckpt is None else str(ckpt),
     }  # fmt: skip
-    if masking:
-        extra["masking"] = _summarise_masking(masking)
-    if diag:
-        extra["diagnostics"] = diag
+    if suite.masking:
+        extra["masking"] = suite.masking_summary()
+    if suite.diagnostics:
+        extra["diagnostics"] = suite.diagnostics
     if defence:
         extra["defence"] = defence
     return CellOutput(rows, extra, None if ckpt is None else str(ckpt))
-
-
-def load_cell_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a cell's trained model from its checkpoint, activation placement and model
-    transform included (the bare classifier: without the cell's swap or preprocessing).
-
-    ``robustact.train.load_checkpoint`` alone rebuilds the model from ``create_model``'s
-    config, which does not know about surgery (``where:``/``insert:``); the sidecar of a
-    cell checkpoint also holds the cell config, which does.
-
-    Returns:
-        ``(model in eval mode, sidecar dict)``.
-    """
-    from robustact.train import load_checkpoint, read_sidecar
-
-    extra = read_sidecar(path).get("extra") or {}
-    if "cell" not in extra:
-        raise ValueError(f"{path} is not a cell checkpoint (its sidecar has no cell config)")
-    cell = extra["cell"]
-    c, h, w = (int(v) for v in extra["input_shape"])
-    model = B.build_model(cell["model"], cell["activation"], (c, h, w), int(extra["num_classes"]))
-    return load_checkpoint(path, apply_transform(model, cell.get("transform")))
-
-
-def _summarise_masking(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """The most severe report's verdict and checks on top, every eps's report below."""
-    done = [r for r in reports if "verdict" in r]
-    if not done:
-        return {"verdict": None, "by_eps": reports}
-    worst = max(done, key=lambda r: _VERDICT_ORDER.index(r["verdict"]))
-    return {
-        "verdict": worst["verdict"], "reason": worst.get("reason"), "eps": worst.get("eps"),
-        "checks": worst.get("checks"), "by_eps": reports,
-    }  # fmt: skip
 
 
 def execute_cell(
@@ -384,7 +276,8 @@ def execute_cell(
             return CellResult(cid, "skipped", label=label)
     start = time.time()
     try:
-        out = run_cell(config, data_root=data_root, output_dir=output_dir, device=device)
+        with Heartbeat(store_path, cid, owner=owner):  # the claim stays live while we work
+            out = run_cell(config, data_root=data_root, output_dir=output_dir, device=device)
     except Exception as e:  # any failure of the cell's own work: record it, carry on
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
@@ -395,6 +288,6 @@ def execute_cell(
     with ResultStore(store_path) as store:
         store.put_cell(
             config, out.metrics, spec=spec_name, started_at=start, checkpoint=out.checkpoint,
-            extra=out.extra,
+            extra={**out.extra, "threads": torch.get_num_threads()},  # the numbers depend on it
         )  # fmt: skip
     return CellResult(cid, "done", None, time.time() - start, label)

@@ -6,12 +6,13 @@ Launch with ``torchrun``::
         --config cell.json --output-dir runs/ckpt --store results.sqlite
 
 ``cell.json`` holds one cell config (``Spec.cells()[i].config``). Every rank loads the same
-data and builds the same seeded model; :func:`fit_ddp` wraps it in
-``DistributedDataParallel`` (gloo on CPU, nccl on CUDA), gives each rank its own shard of
-every epoch's seeded permutation (as ``DistributedSampler`` does: one permutation per
-epoch, padded to a multiple of the world size, rank ``r`` takes every ``world``-th index
-from ``r``), and DDP averages the gradients, so all ranks keep identical weights. Rank 0
-then saves the checkpoint, evaluates the model and commits the cell to the store.
+data and builds the same seeded model; this module only sets up the process group
+(:func:`init_distributed`: gloo on CPU, nccl on CUDA) and trains with the one training
+loop, ``robustact.train.fit(..., strategy="ddp")`` (see ``robustact.train.strategy``: each
+rank takes its shard of every epoch's seeded permutation, as :func:`shard_indices` shows,
+DDP averages the gradients, so all ranks keep identical weights, and rank 0 writes the
+per-epoch training state, so ``--output-dir`` runs resume). Rank 0 then saves the
+checkpoint, evaluates the model and commits the cell to the store.
 
 ``config.batch_size`` is the global batch: each rank takes ``batch_size // world_size``.
 """
@@ -20,44 +21,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
+from torch import Tensor
 
-from robustact.train import EarlyStopping, History, Objective, TrainConfig, build_optimizer
-from robustact.train.loop import cap_stats
-from robustact.train.schedules import Schedule, current_lrs
+from robustact.train._batches import epoch_seed, shard_order
 
-__all__ = ["fit_ddp", "init_distributed", "main", "shard_indices"]
-
-_MIX = 1_000_003
+__all__ = ["init_distributed", "main", "shard_indices"]
 
 
 def shard_indices(n: int, world_size: int, rank: int, seed: int, epoch: int) -> Tensor:
-    """Rank ``rank``'s indices of an epoch: a permutation seeded by (seed, epoch), padded by
-    wrapping to a multiple of ``world_size``, every ``world_size``-th element from ``rank``.
+    """Rank ``rank``'s indices of an epoch under DDP: the one-process run's permutation
+    seeded by (seed, epoch), padded by wrapping to a multiple of ``world_size``, every
+    ``world_size``-th element from ``rank``.
 
     Returns:
         (ceil(n / world_size),) int64; the shards of all ranks cover every index.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    g = torch.Generator().manual_seed((seed * _MIX + epoch) % (2**63 - 1))
-    perm = torch.randperm(n, generator=g)
-    total = math.ceil(n / world_size) * world_size
-    if total > n:
-        perm = torch.cat([perm, perm[: total - n]])
-    return perm[rank::world_size]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+    return shard_order(perm, world_size, rank)
 
 
 def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
@@ -83,133 +72,6 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
     return dist.get_rank(), dist.get_world_size(), dev
 
 
-def _tensors(data: Any) -> tuple[Tensor, Tensor]:
-    if hasattr(data, "tensors") and callable(data.tensors):
-        x, y = data.tensors()
-    elif isinstance(data, Sequence) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError("data must be an ImageDataset or an (x, y) pair of tensors")
-    return x, y.long()
-
-
-def _all_mean(values: dict[str, float], n: int, device: torch.device) -> dict[str, float]:
-    """Sample-weighted means over all ranks of per-rank means ``values`` over ``n`` points."""
-    keys = sorted(values)
-    buf = torch.tensor([values[k] * n for k in keys] + [float(n)], dtype=torch.float64,
-                       device=device)  # fmt: skip
-    dist.all_reduce(buf)
-    return {k: float(buf[i] / buf[-1]) for i, k in enumerate(keys)}
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, x: Tensor, y: Tensor, bs: int) -> tuple[float, float]:
-    loss = correct = 0.0
-    for i in range(0, len(y), bs):
-        logits = model(x[i : i + bs])
-        loss += float(F.cross_entropy(logits, y[i : i + bs], reduction="sum"))
-        correct += float((logits.argmax(1) == y[i : i + bs]).sum())
-    return loss / len(y), correct / len(y)
-
-
-def fit_ddp(
-    model: nn.Module,
-    objective: Objective,
-    data: Any,
-    config: TrainConfig,
-    *,
-    val_data: Any = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    checkpoint_extra: dict[str, Any] | None = None,
-) -> History:
-    """Train ``model`` in place on every rank of the current process group.
-
-    Args:
-        model: the same (seeded) model on every rank, on this rank's device; DDP also
-            broadcasts rank 0's weights when it wraps it.
-        objective: the training objective (attacks inside it see the wrapped model).
-        data: training data (ImageDataset or (x, y)), identical on every rank.
-        config: TrainConfig; ``batch_size`` is the global batch.
-        val_data: validation data, evaluated in full on every rank (so the plateau
-            schedule, early stopping and the hybrid objective stay in step).
-        checkpoint_path: rank 0 saves the trained model there (safetensors + sidecar).
-        checkpoint_extra: more sidecar metadata.
-    Returns:
-        The per-epoch history (losses averaged over all ranks), the same on every rank.
-    """
-    if not dist.is_initialized():
-        raise RuntimeError("fit_ddp needs an initialised process group (see init_distributed)")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = next(model.parameters()).device
-    x, y = _tensors(data)
-    val = None if val_data is None else _tensors(val_data)
-    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
-        with torch.no_grad():  # lazy D-ReLU caps must exist before DDP registers parameters
-            model(x[:2].to(device))
-    ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    per_rank = max(1, config.batch_size // world)
-    steps = math.ceil(math.ceil(len(y) / world) / per_rank)
-    optimizer = build_optimizer(model, config)
-    schedule = Schedule(optimizer, config, steps)
-    stopper = (
-        EarlyStopping(config.early_stopping, config.min_delta) if config.early_stopping else None
-    )
-    history = History()
-    val_batches = None if val is None else [
-        (val[0][i : i + per_rank].to(device), val[1][i : i + per_rank].to(device))
-        for i in range(0, len(val[1]), per_rank)
-    ]  # fmt: skip
-    for epoch in range(config.epochs):
-        t0 = time.perf_counter()
-        # attack random starts differ per rank (like their data); the weights do not
-        torch.manual_seed((config.seed * _MIX + epoch) * 7 + rank)
-        objective.on_epoch_start(epoch, config.epochs)
-        lrs = current_lrs(optimizer)
-        ddp.train()
-        idx = shard_indices(len(y), world, rank, config.seed, epoch)
-        sums: dict[str, float] = {}
-        for i in range(0, len(idx), per_rank):
-            b = idx[i : i + per_rank]
-            xb, yb = x[b].to(device), y[b].to(device)
-            loss, metrics = objective(ddp, xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP all-reduces (averages) the gradients here
-            if config.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            schedule.after_batch()
-            for k, v in (("loss", loss), *metrics.items()):
-                sums[k] = sums.get(k, 0.0) + float(v) * len(b)
-        record: dict[str, Any] = {"epoch": epoch}
-        record.update(_all_mean({k: v / len(idx) for k, v in sums.items()}, len(idx), device))
-        if val is not None and val_batches is not None:
-            model.eval()
-            record["val_loss"], record["val_acc"] = _evaluate(
-                model, val[0].to(device), val[1].to(device), per_rank
-            )
-            record.update(objective.on_epoch_end(model, val_batches))
-        record.update(lrs)
-        record["caps"] = cap_stats(model)
-        record["monitored"] = record.get("val_loss", record["loss"])
-        schedule.after_epoch(record["monitored"])
-        record["seconds"] = time.perf_counter() - t0
-        record["world_size"] = world
-        history.records.append(record)
-        if stopper is not None and stopper.step(record["monitored"]):
-            history.stopped_early = True
-            break
-    model.eval()
-    if checkpoint_path is not None and rank == 0:
-        from robustact.train import save_checkpoint
-
-        save_checkpoint(
-            checkpoint_path, model, objective=objective, config=config, history=history,
-            extra=checkpoint_extra,
-        )  # fmt: skip
-    dist.barrier()
-    return history
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m robustact.experiments.ddp --config cell.json`` under torchrun."""
     p = argparse.ArgumentParser(prog="python -m robustact.experiments.ddp", description=__doc__)
@@ -227,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from robustact.experiments.cell import finish_cell, prepare_cell
     from robustact.experiments.store import ResultStore
+    from robustact.train import fit
 
     try:
         rank, world, dev = init_distributed(args.device)
@@ -236,8 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         prep = prepare_cell(config, data_root=args.data_root, device=str(dev))
-        history = fit_ddp(prep.model, prep.objective, prep.train, prep.train_config,
-                          val_data=prep.val)  # fmt: skip
+        state_dir = None if args.output_dir is None else Path(args.output_dir) / prep.cell_id
+        history = fit(
+            prep.model, prep.objective, prep.train, prep.train_config, val_data=prep.val,
+            checkpoint_dir=None if state_dir is None else state_dir / "train",
+            resume=state_dir is not None, strategy="ddp",
+        )  # fmt: skip
         if rank == 0:
             out = finish_cell(prep, history, args.output_dir)
             out.extra["world_size"] = world

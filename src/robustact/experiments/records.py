@@ -1,5 +1,9 @@
 """Plain-data side of the results store: metric rows, cell records, canonical JSON and ids,
-flattening for records, and atomic CSV writing (no SQLite here)."""
+flattening for records, and atomic CSV writing (no SQLite here).
+
+:class:`MetricRow` (the typed row, defined in :mod:`robustact.evaluate.rows`) is re-exported
+here: the store validates and writes it, the records and the CSV carry its fields.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import robustact
+from robustact.evaluate.rows import KINDS, MetricRow
 
 #: Record columns that come from the cell and metric rows (before the `cfg.*` columns).
 BASE_COLUMNS = (
     "cell_id",
     "spec",
     "seed",
+    "kind",
     "protocol",
     "attack",
+    "item",
     "metric",
     "value",
     "eps",
     "norm",
+    "n",
     "robustact_version",
     "git_commit",
     "started_at",
@@ -38,32 +46,6 @@ BASE_COLUMNS = (
     "seconds",
     "checkpoint",
 )
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One measured number of a cell.
-
-    Attributes:
-        protocol: evaluation protocol, e.g. "seed" (the source documents' attacks) or
-            "adaptive" (BPDA/EOT/margin losses).
-        attack: "clean", "FGSM", "PGD", ..., or "worst" (worst case over the protocol).
-        metric: "accuracy", "success_rate", "mean_conf", ...
-        value: a finite number (accuracies in percent or fractions, as the caller decides).
-        eps: perturbation budget, None for clean metrics.
-        norm: threat model, "linf" or "l2", None for clean metrics.
-    """
-
-    protocol: str
-    attack: str
-    metric: str
-    value: float
-    eps: float | None = None
-    norm: str | None = None
-
-    def key(self) -> tuple[str, str, str, float | None, str | None]:
-        """The identity of the row inside its cell (everything but the value)."""
-        return (self.protocol, self.attack, self.metric, self.eps, self.norm)
 
 
 @dataclass(frozen=True)
@@ -185,12 +167,12 @@ def _as_metric(row: MetricRow | Mapping[str, Any] | Sequence[Any], i: int) -> Me
             m = MetricRow(**row)
         except TypeError as err:
             raise TypeError(f"metrics[{i}] {dict(row)!r}: {err}") from None
-    elif isinstance(row, Sequence) and not isinstance(row, str) and 4 <= len(row) <= 6:
+    elif isinstance(row, Sequence) and not isinstance(row, str) and 4 <= len(row) <= 9:
         m = MetricRow(*row)
     else:
         raise TypeError(
             f"metrics[{i}] is {row!r}; pass MetricRow, a dict or "
-            "(protocol, attack, metric, value[, eps[, norm]])"
+            "(protocol, attack, metric, value[, eps[, norm[, kind[, item[, n]]]]])"
         )
     for name in ("protocol", "attack", "metric"):
         if not isinstance(getattr(m, name), str) or not getattr(m, name):
@@ -208,14 +190,17 @@ def _as_metric(row: MetricRow | Mapping[str, Any] | Sequence[Any], i: int) -> Me
         raise ValueError(f"metrics[{i}].eps must be None or a number >= 0, got {m.eps!r}")
     if m.norm is not None and not isinstance(m.norm, str):
         raise TypeError(f"metrics[{i}].norm must be None or a string, got {m.norm!r}")
+    if m.kind not in KINDS:
+        raise ValueError(f"metrics[{i}].kind is {m.kind!r}; use one of {', '.join(KINDS)}")
+    if m.item is not None and (not isinstance(m.item, str) or not m.item):
+        raise ValueError(f"metrics[{i}].item must be None or a non-empty string, got {m.item!r}")
+    if m.n is not None and (isinstance(m.n, bool) or not isinstance(m.n, numbers.Integral)
+                            or m.n < 0):  # fmt: skip
+        raise ValueError(f"metrics[{i}].n must be None or an int >= 0, got {m.n!r}")
     return MetricRow(
-        m.protocol,
-        m.attack,
-        m.metric,
-        float(m.value),
-        None if m.eps is None else float(m.eps),
-        m.norm,
-    )
+        m.protocol, m.attack, m.metric, float(m.value), None if m.eps is None else float(m.eps),
+        m.norm, m.kind, m.item, None if m.n is None else int(m.n),
+    )  # fmt: skip
 
 
 def metric_rows(metrics: Iterable[Any]) -> list[MetricRow]:
@@ -224,7 +209,7 @@ def metric_rows(metrics: Iterable[Any]) -> list[MetricRow]:
     for r in rows:
         if r.key() in seen:
             raise ValueError(
-                f"duplicate metric {r.key()}; each (protocol, attack, metric, "
+                f"duplicate metric {r.key()}; each (kind, protocol, attack, item, metric, "
                 "eps, norm) may appear once per cell"
             )
         seen.add(r.key())

@@ -9,7 +9,14 @@ flight, never half of a cell; re-running skips every cell for which `is_done` is
 
 The database uses WAL journaling and a busy timeout so several worker processes can write
 to one file at once; open one `ResultStore` per process (connections are not shared
-across `fork`).
+across `fork`). A cell is claimed by a live owner only (pid, host and heartbeat; see
+:mod:`robustact.experiments.claims`), so two runs on one store compute each cell once.
+
+``ResultStore(path, read_only=True)`` (what ``robustact report`` uses) opens the file with
+SQLite's ``mode=ro`` and never creates or changes anything: an empty file, a foreign SQLite
+file or a read-only store is read or refused, never written. Every unusable file (a folder,
+not SQLite, another application's database, unwritable) raises :class:`StoreError` with
+one line naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import robustact
+from robustact.experiments._storefile import (
+    CLAIM_COLUMNS,
+    StoreError,
+    check_tables,
+    check_version,
+    connect,
+)
+from robustact.experiments.claims import STALE_AFTER, Claim, this_host
 from robustact.experiments.records import (
     BASE_COLUMNS,
     CellRecord,
@@ -39,9 +54,17 @@ from robustact.experiments.records import (
     write_records_csv,
 )
 
-__all__ = ["STATUSES", "CellRecord", "CellWriter", "MetricRow", "ResultStore", "cell_id"]
+__all__ = [
+    "STATUSES",
+    "CellRecord",
+    "CellWriter",
+    "MetricRow",
+    "ResultStore",
+    "StoreError",
+    "cell_id",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Cell states: "running" (claimed by a worker), "done" (committed with its metrics),
 #: "failed" (raised; its error message is kept, and a re-run retries it).
@@ -73,13 +96,28 @@ CREATE TABLE IF NOT EXISTS metrics (
     metric TEXT NOT NULL,
     value REAL NOT NULL,
     eps REAL,
-    norm TEXT
+    norm TEXT,
+    kind TEXT NOT NULL DEFAULT 'result',
+    item TEXT,
+    n INTEGER
 );
 -- NULL eps/norm (clean accuracy) must still collide, hence the IFNULL expressions.
-CREATE UNIQUE INDEX IF NOT EXISTS metrics_key ON metrics (
-    cell_id, protocol, attack, metric, IFNULL(eps, -1.0), IFNULL(norm, '')
+CREATE UNIQUE INDEX IF NOT EXISTS metrics_key2 ON metrics (
+    cell_id, kind, protocol, attack, IFNULL(item, ''), metric, IFNULL(eps, -1.0),
+    IFNULL(norm, '')
 );
 """
+
+#: Schema 1 -> 2: the typed-row columns (kind, item, n). Old rows get the kind their
+#: protocol implies and keep their attack/metric strings.
+_MIGRATE_1_2 = (
+    "ALTER TABLE metrics ADD COLUMN kind TEXT NOT NULL DEFAULT 'result'",
+    "ALTER TABLE metrics ADD COLUMN item TEXT",
+    "ALTER TABLE metrics ADD COLUMN n INTEGER",
+    "UPDATE metrics SET kind = CASE protocol WHEN 'masking' THEN 'masking' "
+    "WHEN 'diagnostics' THEN 'diagnostic' WHEN 'training' THEN 'training' ELSE 'result' END",
+    "DROP INDEX IF EXISTS metrics_key",
+)
 
 
 # --------------------------------------------------------------------------- the store
@@ -91,6 +129,11 @@ class ResultStore:
     Args:
         path: database file; created (with its parent folder) when missing.
         timeout: seconds a writer waits for another process's lock before failing.
+        read_only: open for reading only (the file must exist; nothing is written).
+        stale_after: seconds after its last heartbeat when another run's claim is stale.
+
+    Raises:
+        StoreError: the file is a folder, not SQLite, not robustact's, or unwritable.
 
     Example:
         >>> with ResultStore("results.sqlite") as store:          # doctest: +SKIP
@@ -98,39 +141,59 @@ class ResultStore:
         ...         store.put_cell(cfg, [("seed", "PGD", "accuracy", 89.6, 0.1, "linf")])
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 60.0,
+        read_only: bool = False,
+        stale_after: float = STALE_AFTER,
+    ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if not stale_after > 0:
+            raise ValueError(f"stale_after must be > 0 seconds, got {stale_after}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = bool(read_only)
+        self.stale_after = float(stale_after)
         self._pid = os.getpid()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each cell is exactly
-        # one transaction and nothing is left open implicitly.
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            str(self.path), timeout=timeout, isolation_level=None, check_same_thread=True
-        )
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a committed cell survives even a power cut; the fsync per cell is cheap
-        # next to the seconds-to-hours a cell takes to compute.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn: sqlite3.Connection | None = connect(self.path, timeout, self.read_only)
+        try:
+            if self.read_only:
+                check_tables(self._conn, self.path, writing=False)
+                check_version(self._conn, self.path, SCHEMA_VERSION)
+            else:
+                self._create_schema()
+        except BaseException:
+            self._conn.close()
+            self._conn = None
+            raise
+        self._version = robustact.__version__
+        self._commit = git_commit()
+
+    def _create_schema(self) -> None:
         with self._transaction() as c:
+            row = None
+            if c.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone():
+                row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) == 1:
+                for stmt in _MIGRATE_1_2:
+                    c.execute(stmt)
+                c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                          (str(SCHEMA_VERSION),))  # fmt: skip
+                row = (str(SCHEMA_VERSION),)
             # Statement by statement: executescript() would COMMIT our transaction.
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            have = {r[1] for r in c.execute("PRAGMA table_info(cells)")}
+            for name, kind in CLAIM_COLUMNS:  # stores written before claims had owners
+                if name not in have:
+                    c.execute(f"ALTER TABLE cells ADD COLUMN {name} {kind}")
             row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has results schema {row[0]}, this robustact writes "
-                    f"{SCHEMA_VERSION}; use a new results file"
-                )
-        self._version = robustact.__version__
-        self._commit = git_commit()
+        check_version(self.conn, self.path, SCHEMA_VERSION)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -149,6 +212,8 @@ class ResultStore:
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
         conn = self.conn
+        if self.read_only and mode != "DEFERRED":
+            raise StoreError(f"ResultStore({self.path}) was opened read_only=True; cannot write")
         conn.execute(f"BEGIN {mode}")
         try:
             yield conn
@@ -242,9 +307,12 @@ class ResultStore:
                 ),
             )
             c.execute("DELETE FROM metrics WHERE cell_id = ?", (cid,))
+            values = [(cid, r.protocol, r.attack, r.metric, r.value, r.eps, r.norm, r.kind,
+                       r.item, r.n) for r in rows]  # fmt: skip
             c.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(cid, r.protocol, r.attack, r.metric, r.value, r.eps, r.norm) for r in rows],
+                "INSERT INTO metrics (cell_id, protocol, attack, metric, value, eps, norm, kind, "
+                "item, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
             )
         return cid
 
@@ -256,24 +324,38 @@ class ResultStore:
         spec: str | None = None,
         seed: int | None = None,
     ) -> bool:
-        """Marks a cell "running" for `owner` unless it is done or another owner runs it.
+        """Marks a cell "running" for `owner` (this process) unless it is done or held by a
+        live claim (see :mod:`robustact.experiments.claims`). Returns True when the caller
+        should compute the cell.
 
-        Workers of one run share an `owner` (e.g. a run id), so a cell left "running" by a
-        killed earlier run (different owner) is taken over, while two workers of the same
-        run never both compute it. Returns True when the caller should compute the cell.
+        Workers of one run share an `owner` (a run id), so two of them never both compute
+        a cell; a cell "running" under another owner is taken over only when that claim is
+        stale (its pid is gone on this host, or its heartbeat is older than
+        ``stale_after``), so two runs on one store share the work. The claim records this
+        process's pid and host and a heartbeat (refresh it with
+        :class:`~robustact.experiments.claims.Heartbeat` while the cell runs).
         """
         cid = cell_id(config)
         with self._transaction() as c:
-            row = c.execute("SELECT status, owner FROM cells WHERE cell_id = ?", (cid,)).fetchone()
-            if row is not None and (row[0] == "done" or (row[0] == "running" and row[1] == owner)):
+            row = c.execute(
+                "SELECT status, owner, owner_pid, owner_host, heartbeat FROM cells "
+                "WHERE cell_id = ?",
+                (cid,),
+            ).fetchone()
+            if row is not None and (
+                row[0] == "done"
+                or (row[0] == "running" and (row[1] == owner or self._live(row[1:])))
+            ):
                 return False
+            now = time.time()
             c.execute(
                 """INSERT INTO cells (cell_id, spec, config, status, seed, robustact_version,
-                       git_commit, started_at, owner, attempts)
-                   VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, 1)
+                       git_commit, started_at, owner, attempts, owner_pid, owner_host, heartbeat)
+                   VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, 1, ?, ?, ?)
                    ON CONFLICT (cell_id) DO UPDATE SET status = 'running',
                        owner = excluded.owner, started_at = excluded.started_at,
-                       attempts = cells.attempts + 1""",
+                       owner_pid = excluded.owner_pid, owner_host = excluded.owner_host,
+                       heartbeat = excluded.heartbeat, attempts = cells.attempts + 1""",
                 (
                     cid,
                     spec,
@@ -281,11 +363,36 @@ class ResultStore:
                     self._seed(config, seed),
                     self._version,
                     self._commit,
-                    time.time(),
+                    now,
                     owner,
+                    os.getpid(),
+                    this_host(),
+                    now,
                 ),
             )
         return True
+
+    def _live(self, holder: Sequence[Any]) -> bool:
+        owner, pid, host, beat = holder
+        return Claim(owner, pid, host, beat).is_live(self.stale_after)
+
+    def claim_state(self, cell: str | Mapping[str, Any]) -> tuple[str, str | None]:
+        """``(state, error)`` of a cell for a run deciding whether to wait for it.
+
+        state: "absent", "done", "failed" (error: its message), "live" (running under a
+        live claim) or "stale" (running, but its owner is gone: claim it).
+        """
+        cid = cell if isinstance(cell, str) else cell_id(cell)
+        row = self.conn.execute(
+            "SELECT status, error, owner, owner_pid, owner_host, heartbeat FROM cells "
+            "WHERE cell_id = ?",
+            (cid,),
+        ).fetchone()
+        if row is None:
+            return "absent", None
+        if row[0] == "running":
+            return ("live" if self._live(row[2:]) else "stale"), None
+        return str(row[0]), row[1]
 
     def fail_cell(self, config: Mapping[str, Any], error: str, *, spec: str | None = None) -> str:
         """Records that a cell raised (`error` is kept; a re-run retries the cell)."""
@@ -393,7 +500,7 @@ class ResultStore:
     def metrics(self, cid: str) -> list[MetricRow]:
         """Metric rows of cell `cid`, in insertion order."""
         rows = self.conn.execute(
-            "SELECT protocol, attack, metric, value, eps, norm FROM metrics "
+            "SELECT protocol, attack, metric, value, eps, norm, kind, item, n FROM metrics "
             "WHERE cell_id = ? ORDER BY rowid",
             (cid,),
         )
@@ -459,6 +566,10 @@ class CellWriter:
         value: float,
         eps: float | None = None,
         norm: str | None = None,
+        *,
+        kind: str = "result",
+        item: str | None = None,
+        n: int | None = None,
     ) -> None:
         """Adds one metric row (validated when the cell is committed)."""
-        self.metrics.append(MetricRow(protocol, attack, metric, value, eps, norm))
+        self.metrics.append(MetricRow(protocol, attack, metric, value, eps, norm, kind, item, n))

@@ -4,7 +4,9 @@ Every model takes images (N, C, H, W) in [0, 1] (MLPs flatten inside), starts wi
 :class:`Normalize` layer (``model.normalize``), and builds each activation site as its
 own module from ``act_layer`` via :func:`robustact.activations.make_activation`, so
 :mod:`robustact.surgery` can find and swap them. ``model.robustact_config`` records the
-JSON arguments that rebuild it (:func:`model_from_config`).
+JSON arguments that rebuild it, and every later edit (surgery, preprocessing and
+spectral-norm wrappers) appends itself there, so :func:`model_from_config` rebuilds the
+edited model.
 
 Example:
     >>> from functools import partial
@@ -22,7 +24,6 @@ from robustact.models._common import (
 )
 from robustact.models._factory import (
     ModelSpec,
-    config_mismatches,
     create_model,
     default_input_shape,
     list_models,
@@ -30,6 +31,7 @@ from robustact.models._factory import (
     model_info,
     register_model,
 )
+from robustact.models._record import add_dropout, record_edit, register_edit, replay_edits
 from robustact.models.cnn import LeNet5, ShallowCNN, SmallCNN
 from robustact.models.mlp import MLP
 from robustact.models.mobilenetv2 import MobileNetV2
@@ -55,14 +57,17 @@ __all__ = [
     "ShallowCNN",
     "SmallCNN",
     "WideResNet",
-    "config_mismatches",
+    "add_dropout",
     "create_model",
     "default_input_shape",
     "describe_act_layer",
     "list_models",
     "model_from_config",
     "model_info",
+    "record_edit",
+    "register_edit",
     "register_model",
+    "replay_edits",
     "resolve_act_layer",
     "resolve_normalization",
 ]

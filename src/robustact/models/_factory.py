@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
 from torch import nn
 
 from robustact._registry import Registry
@@ -23,7 +22,6 @@ from robustact.models._actspec import (
 
 __all__ = [
     "ModelSpec",
-    "config_mismatches",
     "create_model",
     "default_input_shape",
     "list_models",
@@ -176,7 +174,9 @@ def create_model(
 
 
 def model_from_config(config: Mapping[str, Any]) -> nn.Module:
-    """Rebuild a model from its ``robustact_config`` (e.g. read from a JSON sidecar)."""
+    """Rebuild a model from its ``robustact_config`` (e.g. read from a JSON sidecar): build
+    it with :func:`create_model`, then replay its recorded ``edits`` (surgery, wrappers;
+    see :mod:`robustact.models._record`)."""
     if "name" not in config or "kwargs" not in config:
         raise ValueError("model config needs 'name' and 'kwargs' (see model.robustact_config)")
     if config.get("rebuildable") is False:
@@ -184,38 +184,10 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
             f"model config for {config['name']!r} records a non-serialisable argument and "
             "cannot be rebuilt; register the activation or pass JSON-serialisable options"
         )
-    return create_model(str(config["name"]), **dict(config["kwargs"]))
+    from robustact.models._record import replay_edits
 
-
-def config_mismatches(model: nn.Module) -> list[str]:
-    """Where ``model`` no longer matches what its ``robustact_config`` would rebuild.
-
-    Surgery (``replace_activations``, ``insert_capped_layer``) edits a model after
-    :func:`create_model` recorded its config, so a checkpoint that stores only the config
-    would come back different. This rebuilds the config on the meta device (no memory,
-    no compute) and compares module names, module types and parameter/buffer shapes.
-
-    Returns:
-        One line per difference; empty when the config rebuilds this architecture.
-    Raises:
-        ValueError: the model has no ``robustact_config`` or it is not rebuildable.
-    """
-    config = getattr(model, "robustact_config", None)
-    if not isinstance(config, Mapping):
-        raise ValueError("model has no robustact_config; build it with create_model")
-    with torch.device("meta"):
-        ref = model_from_config(config)
-    ours = {n: type(m).__name__ for n, m in model.named_modules()}
-    theirs = {n: type(m).__name__ for n, m in ref.named_modules()}
-    out = [f"module {n!r} is {ours[n]}, config builds {theirs[n]}" for n in ours if n in theirs
-           and ours[n] != theirs[n]]  # fmt: skip
-    out += [f"module {n!r} is not in the config's model" for n in ours if n not in theirs]
-    out += [f"config's module {n!r} is missing" for n in theirs if n not in ours]
-    ref_state = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    for k, v in model.state_dict().items():
-        if k in ref_state and ref_state[k] != tuple(v.shape):
-            out.append(f"tensor {k!r} has shape {tuple(v.shape)}, config builds {ref_state[k]}")
-    return out
+    model = create_model(str(config["name"]), **dict(config["kwargs"]))
+    return replay_edits(model, list(config.get("edits") or []))
 
 
 def model_info(model: nn.Module) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from robustact.report.plots import (
     plot_cap_trajectories,
     plot_cd_diagram,
     plot_layer_growth,
+    plot_sensitivity_map,
     plot_zero_gradient_distance,
     series_from_records,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "plot_cap_trajectories",
     "plot_cd_diagram",
     "plot_layer_growth",
+    "plot_sensitivity_map",
     "plot_zero_gradient_distance",
     "protocol_summary",
     "rank_table",

@@ -7,6 +7,7 @@ import io
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,13 @@ METHOD_KEYS = (
     "cfg.defense",
 )
 LAMBDA_KEYS = ("cfg.lambda", "cfg.lam", "cfg.penalty")
-#: "protocol" values of runner records that are not evaluations (left out of rank tables).
-NOT_PROTOCOLS = ("training", "diagnostics")
+
+
+def evaluation_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of protocol evaluations (typed-row ``kind`` "result"; records without a
+    kind, e.g. hand-made ones, count as results). Masking checks, diagnostics and training
+    numbers have their own kinds and are not ranked."""
+    return [r for r in records if r.get("kind", "result") == "result"]
 
 
 def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
@@ -136,7 +142,7 @@ def guess_method_key(records: Sequence[Mapping[str, Any]]) -> str | tuple[str, .
 def _load(source: Any) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]], str]:
     """Records, cell_id -> masking report, and a provenance line."""
     if isinstance(source, (str, os.PathLike)):
-        with ResultStore(source) as store:
+        with ResultStore(source, read_only=True) as store:  # a report never writes its input
             return _load(store)
     if isinstance(source, ResultStore):
         cells = source.cells()
@@ -276,20 +282,42 @@ def build_report(
         row_keys = [*groups, "attack", "eps"]
         if len({r.get("norm") for r in records if r.get("norm")}) > 1:
             row_keys.append("norm")
-    # runner records also hold training metrics and diagnostics: not accuracies to rank
-    present = [p for p in _distinct(records, "protocol") if p not in NOT_PROTOCOLS]
+    # runner records also hold masking, training and diagnostic rows: not accuracies to rank
+    results = evaluation_records(records)
+    present = _distinct(results, "protocol")
     order = [p for p in ("seed", "adaptive") if p in present] + [
         p for p in present if p not in ("seed", "adaptive")
     ]
     protos = list(protocols) if protocols is not None else order
 
+    tables, notes = _rank_tables(results, protos, mkey, row_keys, metric, alpha)
+    seed_p, adaptive_p = summary_protocols(present)
+    rows = protocol_summary(
+        results, method_key=mkey, group_keys=groups, metric=metric, masking=masking,
+        seed_protocol=seed_p, adaptive_protocol=adaptive_p,
+    )  # fmt: skip
+
+    figs: dict[str, Figure] = {}
+    if "html" in formats:
+        figs = _figures(results, rows, tables, protos, groups, metric, alpha, lambda_key)
+        figs.update(figures or {})
+
+    page = _Page(title, meta, notes, rows, groups, tables, figs, dpi)
+    return _write(page, records, Path(out_dir), formats)
+
+
+def _rank_tables(
+    results: Sequence[Mapping[str, Any]], protos: Sequence[str], mkey: Any,
+    row_keys: Sequence[str], metric: str, alpha: float,
+) -> tuple[list[html_mod.ProtocolTable], list[str]]:  # fmt: skip
+    """One rank table per protocol (and a note for each that cannot be ranked)."""
     tables: list[html_mod.ProtocolTable] = []
     notes: list[str] = []
     for p in protos:
         try:
             t: RankTable = rank_table(
                 pivot(
-                    records,
+                    results,
                     method_key=mkey,
                     row_keys=row_keys,
                     where={"metric": metric, "protocol": p},
@@ -300,45 +328,62 @@ def build_report(
             continue
         caption = f"{metric} under the {p} protocol: score (rank); last row mean (average rank)"
         tables.append(html_mod.ProtocolTable(p, t, statistics_text(t, alpha), caption))
-    seed_p, adaptive_p = summary_protocols(present)
-    rows = protocol_summary(
-        records, method_key=mkey, group_keys=groups, metric=metric, masking=masking,
-        seed_protocol=seed_p, adaptive_protocol=adaptive_p,
-    )  # fmt: skip
+    return tables, notes
 
-    figs: dict[str, Figure] = {}
-    if "html" in formats:
-        figs.update(_eps_figures(rows))
-        lk = lambda_key or next(
-            (k for k in LAMBDA_KEYS if len({r.get(k) for r in records} - {None}) > 1), None
-        )
-        if lk is not None:
-            for p in protos:
-                ser = series_from_records(
-                    records,
-                    x_key=lk,
-                    group_key=[*groups, "attack"],
-                    where={"metric": metric, "protocol": p},
-                )
-                if ser:
-                    figs[f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"] = (
-                        plot_accuracy_vs_lambda(ser)
-                    )
-        for pt in tables:
-            if comparison(pt.table, alpha) is not None:
-                figs[f"Critical difference, {pt.protocol} protocol"] = plot_cd_diagram(
-                    pt.table, alpha=alpha
-                )
-        figs.update(figures or {})
 
-    out = Path(out_dir)
+def _figures(
+    results: Sequence[Mapping[str, Any]], rows: Sequence[SummaryRow],
+    tables: Sequence[html_mod.ProtocolTable], protos: Sequence[str], groups: Sequence[str],
+    metric: str, alpha: float, lambda_key: str | None,
+) -> dict[str, Figure]:  # fmt: skip
+    """The HTML report's figures: accuracy vs eps, vs the penalty weight, CD diagrams."""
+    figs = _eps_figures(rows)
+    lk = lambda_key or next(
+        (k for k in LAMBDA_KEYS if len({r.get(k) for r in results} - {None}) > 1), None
+    )
+    for p in protos if lk is not None else ():
+        assert lk is not None
+        where = {"metric": metric, "protocol": p}
+        ser = series_from_records(results, x_key=lk, group_key=[*groups, "attack"], where=where)
+        if ser:
+            name = f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"
+            figs[name] = plot_accuracy_vs_lambda(ser)
+    for pt in tables:
+        if comparison(pt.table, alpha) is not None:
+            figs[f"Critical difference, {pt.protocol} protocol"] = plot_cd_diagram(
+                pt.table, alpha=alpha
+            )
+    return figs
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What every report format shows."""
+
+    title: str
+    meta: str
+    notes: list[str]
+    rows: Sequence[SummaryRow]
+    groups: Sequence[str]
+    tables: list[html_mod.ProtocolTable]
+    figs: dict[str, Figure]
+    dpi: int
+
+
+def _write(
+    page: _Page, records: Sequence[Mapping[str, Any]], out: Path, formats: Sequence[str]
+) -> dict[str, Path]:
+    """Write each requested format of ``page`` (atomically); returns the paths by kind."""
+    title, meta, notes, rows, groups = page.title, page.meta, page.notes, page.rows, page.groups
+    tables, figs, dpi = page.tables, page.figs, page.dpi
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if "md" in formats:
         md = [f"# {markdown_escape(title)}", "", markdown_escape(meta), ""]
         md += ["## Seed protocol vs adaptive protocol", "", _summary_markdown(rows, groups)]
         for pt in tables:
-            md += [f"## {markdown_escape(pt.protocol)} protocol", "", pt.caption, ""]
+            caption = markdown_escape(pt.caption)
+            md += [f"## {markdown_escape(pt.protocol)} protocol", "", caption, ""]
             md += [to_markdown(pt.table), "```text", pt.stats, "```", ""]
         md += [f"> {markdown_escape(n)}" for n in notes]
         written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")
@@ -356,7 +401,7 @@ def build_report(
                 out / f"table_{_slug(pt.protocol)}.csv", to_csv(pt.table)
             )
     if "html" in formats:
-        page = html_mod.render_html(
+        html = html_mod.render_html(
             title=title,
             meta=meta + ("; " + "; ".join(notes) if notes else ""),
             summary=html_mod.summary_html(rows, groups),
@@ -364,7 +409,7 @@ def build_report(
             figures=figs,
             dpi=dpi,
         )
-        written["html"] = atomic_write_text(out / "report.html", page)
+        written["html"] = atomic_write_text(out / "report.html", html)
     return written
 
 

@@ -357,3 +357,40 @@ def plot_cap_trajectories(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _array(v: Any) -> np.ndarray:
+    """A float array of a tensor (any device), an array or nested lists."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v, dtype=np.float64)
+
+
+def plot_sensitivity_map(smap: Any, score: float | None = None, *, image: Any = None) -> Figure:
+    """Heat map of one sensitivity map (dissertation Fig 4.12), its sum in the title.
+
+    Args:
+        smap: one map (C, H, W) or (H, W) (tensor, array or nested lists); channels summed.
+        score: the summed score (computed from ``smap`` when None).
+        image: optional input (C, H, W) or (H, W) in [0, 1] shown beside the map.
+    """
+    m = _array(smap)
+    if m.ndim == 3:
+        m = m.sum(0)
+    if m.ndim != 2:
+        raise ValueError(f"smap must be (C, H, W) or (H, W), got shape {m.shape}")
+    s = float(m.sum()) if score is None else float(score)
+    ncol = 2 if image is not None else 1
+    fig = Figure(figsize=(3 * ncol, 3))
+    if image is not None:
+        ax0 = fig.add_subplot(1, ncol, 1)
+        img = _array(image)
+        ax0.imshow(img.mean(0) if img.ndim == 3 else img, cmap="gray", vmin=0, vmax=1)
+        ax0.set_axis_off()
+    ax = fig.add_subplot(1, ncol, ncol)
+    im = ax.imshow(m, cmap="Reds", vmin=0.0)
+    ax.set_title(f"sum = {s:.4g}")
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

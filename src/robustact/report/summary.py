@@ -133,7 +133,7 @@ def protocol_summary(
         key = (tuple(r.get(k) for k in group_keys), method_label(r, method_key))
         g = groups.setdefault(key, {"clean": [], "cells": {}, "adv": {}})
         g["cells"].setdefault(r.get("cell_id"), r)
-        if r.get("attack") == "clean" or r.get("eps") is None:
+        if r.get("attack") == "clean" or (r.get("eps") is None and r.get("norm") is None):
             g["clean"].append(float(r["value"]))
         else:
             g["adv"].setdefault((r.get("eps"), r.get("norm")), []).append(r)
@@ -141,7 +141,10 @@ def protocol_summary(
     for (grp, method), g in groups.items():
         verdict, flagged = _verdict(g["cells"], masking)
         clean = float(np.mean(g["clean"])) if g["clean"] else None
-        threats = list(g["adv"]) or [(None, None)]
+        # the threat models a protocol's worst case was measured at; an attack with its own
+        # threat model (CW-L2 in an L-inf protocol) has rows at its own, with no worst case
+        worst = [t for t, rs in g["adv"].items() if any(r.get("attack") == "worst" for r in rs)]
+        threats = worst or list(g["adv"]) or [(None, None)]
         for eps, norm in threats:
             adv = g["adv"].get((eps, norm), [])
             out.append(

@@ -238,8 +238,11 @@ def avg_best(t: RankTable) -> np.ndarray:
 
 
 def markdown_escape(s: str) -> str:
-    """Escapes the characters that would break a Markdown table cell or add emphasis."""
-    for ch in "\\`*_|[]<>":
+    """Escapes the characters that would break a Markdown table cell, add emphasis or pass
+    HTML through (``<script>`` becomes ``\\<script\\>``); line breaks become spaces, so a
+    value cannot start a new heading or block."""
+    s = " ".join(str(s).splitlines())
+    for ch in "\\`*_|[]<>#":
         s = s.replace(ch, "\\" + ch)
     return s
 

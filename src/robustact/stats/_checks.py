@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from robustact._validate import check_float
+
 
 def to_numpy(values: Any) -> np.ndarray:
     """Converts an array-like or a (possibly GPU) torch tensor to a NumPy array."""
@@ -40,9 +42,8 @@ def score_matrix(scores: Any, name: str = "scores") -> np.ndarray:
 
 def check_alpha(alpha: float) -> float:
     """Checks a significance level lies strictly inside (0, 1)."""
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}; use e.g. alpha=0.05")
-    return float(alpha)
+    return check_float("alpha", alpha, 0.0, 1.0, min_open=True, max_open=True,
+                       hint="use e.g. alpha=0.05")  # fmt: skip
 
 
 def check_names(names: Sequence[str], k: int) -> list[str]:

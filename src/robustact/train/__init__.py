@@ -5,6 +5,11 @@ Example:
     >>> history = fit(model, Natural(), (x, y), TrainConfig(epochs=5, progress=False),
     ...               val_data=(x_val, y_val))
 
+The same loop trains under DistributedDataParallel with ``fit(..., strategy="ddp")`` (see
+:mod:`robustact.train.strategy`). A diverging run raises :class:`DivergenceError`; data
+outside the pixel contract (float images in [0, 1], int64 labels below the class count)
+fails before training with a one-line ``ValueError``/``TypeError``.
+
 D-ReLU caps train in their own parameter group at ``TrainConfig.cap_lr`` (default
 :data:`DEFAULT_CAP_LR` = 0.1): Adam moves each parameter by at most about its learning rate per
 step, so at the weights' 1e-3 a cap initialised at 100 hardly moves in a whole run
@@ -19,7 +24,7 @@ from robustact.train.checkpoint import (
     save_checkpoint,
 )
 from robustact.train.config import DEFAULT_CAP_LR, ConfigError, TrainConfig
-from robustact.train.loop import History, cap_stats, fit, robust_accuracy
+from robustact.train.loop import DivergenceError, History, cap_stats, fit, robust_accuracy
 from robustact.train.objectives import (
     OBJECTIVES,
     Adversarial,
@@ -35,19 +40,23 @@ from robustact.train.objectives import (
 )
 from robustact.train.robust import Hybrid, Trades, TwoPhase, fit_then_finetune, two_phase
 from robustact.train.schedules import EarlyStopping, build_optimizer, param_groups
+from robustact.train.strategy import DDP, Strategy, get_strategy
 
 __all__ = [
+    "DDP",
     "DEFAULT_CAP_LR",
     "OBJECTIVES",
     "Adversarial",
     "CheckpointError",
     "ConfigError",
     "DReLUPenalty",
+    "DivergenceError",
     "EarlyStopping",
     "History",
     "Hybrid",
     "Natural",
     "Objective",
+    "Strategy",
     "SumObjective",
     "Trades",
     "TradesKL",
@@ -60,6 +69,7 @@ __all__ = [
     "fit",
     "fit_then_finetune",
     "get_objective",
+    "get_strategy",
     "list_objectives",
     "load_checkpoint",
     "param_groups",

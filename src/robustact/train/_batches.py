@@ -1,14 +1,19 @@
-"""Turn what users pass as data into seeded batch iterators.
+"""Turn what users pass as data into seeded, checked batch iterators.
 
 Accepted: a pair of tensors ``(x (N, C, H, W) float in [0, 1], y (N,) int64)``; a dataset
 with ``.tensors()`` (``robustact.data.ImageDataset``); any map-style torch ``Dataset``
 returning ``(x, y)``; or any iterable of ``(x, y)`` batches (a ``DataLoader``). For the first
 three the order of each epoch depends only on ``(seed, epoch)``, which makes resumption
 exact; a user's loader keeps its own order.
+
+Every batch obeys the pixel contract (:func:`check_batch`): tensors are checked once, the
+batches of a dataset or loader as they are drawn. Float images of another precision
+(float64, float16) are cast to the model's dtype.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
@@ -23,20 +28,92 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return (seed * _MIX * _MIX + epoch * _MIX + stream) % (2**63 - 1)
 
 
+def shard_order(order: Tensor, world_size: int, rank: int) -> Tensor:
+    """Rank ``rank``'s part of an epoch's ``order``: padded by wrapping to a multiple of
+    ``world_size``, then every ``world_size``-th element from ``rank``.
+
+    Returns:
+        (ceil(len(order) / world_size),); the parts of all ranks cover every element.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    n = order.shape[0]
+    total = math.ceil(n / world_size) * world_size
+    if total > n:
+        order = torch.cat([order, order[: total - n]])
+    return order[rank::world_size]
+
+
+def check_batch(x: Any, y: Any, what: str, num_classes: int | None = None) -> None:
+    """The pixel contract of training data, as one-line errors naming the fix.
+
+    ``x``: a float tensor (N, ...) of finite values in [0, 1]; ``y``: int64 class labels
+    (N,) in ``[0, num_classes)``. (Meant to move to the shared validation toolkit.)
+
+    Raises:
+        TypeError: wrong tensor types or dtypes (float or int32 labels).
+        ValueError: wrong shapes, NaN/inf, values outside [0, 1], labels out of range.
+    """
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(
+            f"{what}: x and y must be tensors, got {type(x).__name__}, {type(y).__name__}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{what}: x must be a float tensor in [0, 1], got dtype {x.dtype}; "
+            "use x.float() / 255 for 8-bit images"
+        )
+    if x.dim() < 2:
+        raise ValueError(f"{what}: x must be batched (N, ...), got shape {tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{what}: y must be (N,) with N = {x.shape[0]} like x, got shape {tuple(y.shape)}"
+        )
+    if y.dtype != torch.int64:
+        fix = "labels must be whole class numbers" if y.is_floating_point() else "use y.long()"
+        raise TypeError(f"{what}: y must be int64 class labels, got {y.dtype}; {fix}")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())  # NaN propagates into both
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{what}: x contains NaN or inf; clean the data first")
+        if lo < 0.0 or hi > 1.0:
+            fix = "divide by 255" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else "rescale it"
+            raise ValueError(
+                f"{what}: x must lie in [0, 1] (pixel contract), got values in "
+                f"[{lo:.4g}, {hi:.4g}]; {fix}"
+            )
+    if y.numel():
+        lo_y, hi_y = int(y.min()), int(y.max())
+        if lo_y < 0 or (num_classes is not None and hi_y >= num_classes):
+            bound = f"in [0, {num_classes}) (the model's classes)" if num_classes else ">= 0"
+            raise ValueError(
+                f"{what}: labels must be {bound}, got [{lo_y}, {hi_y}]; check the dataset or "
+                "the model's num_classes"
+            )
+
+
 class Batches:
-    """Mini-batches of one data source on one device.
+    """Mini-batches of one data source on one device, checked against the pixel contract.
 
     Args:
         data: see the module docstring.
         batch_size: batch size (the last batch may be smaller).
         device: device the batches are moved to.
         what: "training data" / "validation data", for error messages.
+        dtype: float dtype the images are cast to (the model's).
+        shard: ``(rank, world_size)``: this process's shard of every epoch (DDP).
     """
 
-    def __init__(self, data: Any, batch_size: int, device: torch.device, what: str) -> None:
+    def __init__(
+        self, data: Any, batch_size: int, device: torch.device, what: str, *,
+        dtype: torch.dtype = torch.float32, shard: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         self.batch_size = batch_size
         self.device = device
         self.what = what
+        self.dtype = dtype
+        self.shard = shard
+        self.num_classes: int | None = None
         self.tensors: tuple[Tensor, Tensor] | None = None
         self.dataset: Any = None
         self.loader: Any = None
@@ -47,7 +124,8 @@ class Batches:
             and len(data) == 2
             and all(isinstance(t, Tensor) for t in data)
         ):
-            self.tensors = _check_tensors(data[0], data[1], what, device)
+            check_batch(data[0], data[1], what)
+            self.tensors = (data[0].to(device, dtype), data[1].to(device))
         elif (
             hasattr(data, "__getitem__")
             and isinstance(data, Sized)
@@ -64,19 +142,33 @@ class Batches:
         if len(self) == 0:
             raise ValueError(f"{what} is empty; pass at least one sample")
 
+    def set_num_classes(self, num_classes: int | None) -> None:
+        """Check labels against the model's class count (tensors now, other data per batch)."""
+        self.num_classes = num_classes
+        if self.tensors is not None and num_classes is not None:
+            check_batch(*self.tensors, self.what, num_classes)
+
     @property
     def exact_order(self) -> bool:
         """True when the batch order depends only on (seed, epoch)."""
         return self.loader is None
 
     @property
-    def num_samples(self) -> int | None:
-        """Number of samples, when known."""
+    def total_samples(self) -> int | None:
+        """Number of samples of the whole data (all shards), when known."""
         if self.tensors is not None:
             return int(self.tensors[1].shape[0])
         if self.dataset is not None:
             return len(self.dataset)
         return None
+
+    @property
+    def num_samples(self) -> int | None:
+        """Number of samples this process iterates per epoch (its shard), when known."""
+        n = self.total_samples
+        if n is None or self.shard is None:
+            return n
+        return math.ceil(n / self.shard[1])
 
     def __len__(self) -> int:
         n = self.num_samples
@@ -84,53 +176,48 @@ class Batches:
             return -(-n // self.batch_size)
         return len(self.loader) if isinstance(self.loader, Sized) else 1
 
+    def _order(self, seed: int | None) -> Tensor | None:
+        n = self.total_samples
+        assert n is not None
+        order = None
+        if seed is not None:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        if self.shard is not None:
+            order = shard_order(torch.arange(n) if order is None else order, self.shard[1],
+                                self.shard[0])  # fmt: skip
+        return order
+
     def epoch(self, seed: int | None) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches of one epoch; shuffled by ``seed`` (None: in order)."""
-        n = self.num_samples
         if self.loader is not None:
             for b in self.loader:
-                x, y = b[0], b[1]
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                yield self._checked(b[0], b[1])
             return
-        assert n is not None
-        if seed is None:
-            order = None
-        else:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        order = self._order(seed)
+        m = self.num_samples
+        assert m is not None
         if self.tensors is not None:
             x, y = self.tensors
             if order is not None:
                 order = order.to(x.device)
-            for i in range(0, n, self.batch_size):
+            for i in range(0, m, self.batch_size):
                 if order is None:
                     yield x[i : i + self.batch_size], y[i : i + self.batch_size]
                 else:
                     idx = order[i : i + self.batch_size]
                     yield x[idx], y[idx]
             return
-        idxs = list(range(n)) if order is None else order.tolist()
-        for i in range(0, n, self.batch_size):
+        idxs = list(range(m)) if order is None else order.tolist()
+        for i in range(0, m, self.batch_size):
             items = [self.dataset[j] for j in idxs[i : i + self.batch_size]]
             xb = torch.stack([torch.as_tensor(it[0]) for it in items])
-            yb = torch.as_tensor([int(it[1]) for it in items], dtype=torch.int64)
-            yield xb.to(self.device), yb.to(self.device)
+            yb = torch.stack([torch.as_tensor(it[1]) for it in items])  # no int(): 2.7 is refused
+            yield self._checked(xb, yb)
+
+    def _checked(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        check_batch(x, y, self.what, self.num_classes)
+        return (x.to(self.device, self.dtype, non_blocking=True),
+                y.to(self.device, non_blocking=True))  # fmt: skip
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.epoch(None)
-
-
-def _check_tensors(x: Tensor, y: Tensor, what: str, device: torch.device) -> tuple[Tensor, Tensor]:
-    if not x.is_floating_point():
-        raise TypeError(f"{what}: x must be a float tensor in [0, 1], got dtype {x.dtype}")
-    if x.dim() < 2:
-        raise ValueError(f"{what}: x must be batched (N, ...), got shape {tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{what}: y must be (N,) with N = {x.shape[0]} like x, got shape {tuple(y.shape)}"
-        )
-    if y.dtype != torch.int64:
-        raise TypeError(f"{what}: y must be int64 class labels, got {y.dtype}; use y.long()")
-    # the sum is finite whenever every entry is (for image-range data), and 10x cheaper
-    if x.numel() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{what}: x contains NaN or inf")
-    return x.to(device), y.to(device)

@@ -5,12 +5,11 @@ misclassified iterate and spends a final forward pass checking the last iterate.
 al.'s training instead takes all k steps for every point (the highest-loss example, not the
 closest misclassified one), and needs nothing after the last step. These attacks share the
 :class:`robustact.attacks.Attack` contract (eval mode, input checks, output projected into
-the threat model) and cost exactly k forward+backward passes.
+the threat model) and cost exactly k forward+backward passes. Their ``describe()`` comes
+from the declared (keyword-only) hyper-parameters, as for every attack.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,15 +65,6 @@ class TrainingPGD(Attack):
             cur = self.threat.project(self.threat.step(cur, grad, self.step_size), x)
         return cur
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "loss": self.loss,
-            "random_start": self.random_start,
-        }
-
 
 class TradesKL(Attack):
     """TRADES inner maximisation: PGD on ``KL(f(x) || f(x'))`` from ``x + 0.001 * N(0, 1)``.
@@ -110,6 +100,3 @@ class TradesKL(Attack):
             _, grad, _ = self.input_gradient(model, cur, y, kl)
             cur = self.threat.project(self.threat.step(cur, grad, self.step_size), x)
         return cur
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "steps": self.steps, "step_size": self.step_size}

@@ -7,6 +7,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from robustact.train.checkpoint import (
     CheckpointError,
     latest_training_state,
     load_training_state,
+    prune_orphans,
     save_training_state,
 )
 from robustact.train.config import TrainConfig
@@ -32,6 +34,7 @@ from robustact.train.schedules import (
     current_lrs,
     unjsonable,
 )
+from robustact.train.strategy import Strategy, get_strategy
 
 #: Config fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {"epochs", "progress", "device", "extra"}
@@ -102,6 +105,29 @@ def _fmt(metrics: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
 
 
+class DivergenceError(FloatingPointError):
+    """Training diverged: the epoch's loss is NaN or infinite (a user error: lower the
+    learning rate or clip gradients). The CLI reports it in one line with exit status 2."""
+
+
+@dataclass
+class _Run:
+    """Everything one training run shares between its epochs."""
+
+    model: nn.Module
+    net: nn.Module  # what the objective calls: the model, or its DDP wrapper
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    train: Batches
+    val: Batches | None
+    val_attack: Any
+    config: TrainConfig
+    strategy: Strategy
+    bar: Any = None
+    task: Any = None
+
+
 def fit(
     model: nn.Module,
     objective: Objective | str,
@@ -112,6 +138,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch_end: EpochCallback | None = None,
+    strategy: Strategy | str | None = None,
 ) -> History:
     """Train ``model`` in place and return its per-epoch history.
 
@@ -119,19 +146,70 @@ def fit(
         model: any classifier (N, C, H, W) -> (N, K); trained on ``config.device`` (default:
             where its parameters are).
         objective: an :class:`~robustact.train.objectives.Objective` or a registered name.
-        data: training data: ``(x, y)`` tensors, a dataset or an iterable of batches.
-        config: :class:`TrainConfig` (default ``TrainConfig()``).
+        data: training data: ``(x, y)`` tensors, a dataset or an iterable of batches; images
+            float in [0, 1], labels int64 in [0, K) (checked; see ``train._batches``).
+        config: :class:`TrainConfig` (default ``TrainConfig()``); ``batch_size`` is the
+            global batch under DDP.
         val_data: optional validation data (same forms); monitored by the plateau schedule
             and early stopping (otherwise they monitor the training loss).
-        checkpoint_dir: write the training state there after every epoch.
+        checkpoint_dir: write the training state there after every epoch (DDP: rank 0).
         resume: continue from the newest state in ``checkpoint_dir``; with the same seed
             and tensor/dataset data the result equals an uninterrupted run bit for bit.
         on_epoch_end: ``callback(epoch, record)`` after each epoch's checkpoint; returning
             True stops training (raising simulates a crash).
+        strategy: None / ``"none"`` (one process) or ``"ddp"`` / a
+            :class:`~robustact.train.strategy.Strategy` (see that module).
 
     Returns:
-        :class:`History`.
+        :class:`History` (under DDP the same on every rank).
+    Raises:
+        DivergenceError: an epoch's loss is NaN or infinite.
+        ValueError, TypeError: bad data (pixel contract), config or objective (one line).
     """
+    config, objective, dist = _check_args(config, objective, strategy, resume, checkpoint_dir)
+    first = next(iter(model.parameters()), None)
+    device = torch.device(config.device) if config.device else (
+        first.device if first is not None else torch.device("cpu")
+    )  # fmt: skip
+    model.to(device)
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    train = Batches(data, dist.batch_size(config.batch_size), device, "training data",
+                    dtype=dtype, shard=dist.shard())  # fmt: skip
+    val = None if val_data is None else Batches(
+        val_data, config.batch_size, device, "val data", dtype=dtype
+    )  # fmt: skip
+    dist.check_data(train)
+    _check_run(objective, config, train, val, checkpoint_dir, resume)
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        with torch.no_grad():  # materialise lazy layers (D-ReLU caps) before the optimiser
+            model(next(iter(train.epoch(None)))[0][:2])
+    for b in (train, val):
+        if b is not None:
+            b.set_num_classes(_num_classes(model, train))
+    optimizer = build_optimizer(model, config)
+    schedule = Schedule(optimizer, config, len(train))
+    stopper = (
+        EarlyStopping(config.early_stopping, config.min_delta) if config.early_stopping else None
+    )
+    history = History()
+    start = 0
+    if resume:
+        start = _resume(
+            checkpoint_dir, model, optimizer, schedule, stopper, objective, history, config
+        )
+    if start >= config.epochs or history.stopped_early:
+        return history
+    run = _Run(model, dist.wrap(model), objective, optimizer, schedule, train, val,
+               _val_attack(config), config, dist)  # fmt: skip
+    _epochs(run, start, stopper, history, checkpoint_dir, on_epoch_end)
+    model.eval()
+    return history
+
+
+def _check_args(
+    config: TrainConfig | None, objective: Objective | str, strategy: Any, resume: bool,
+    checkpoint_dir: Any,
+) -> tuple[TrainConfig, Objective, Strategy]:  # fmt: skip
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -141,13 +219,13 @@ def fit(
         raise TypeError(f"objective must be an Objective or a name, got {type(objective).__name__}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir= (where the run saved its state)")
-    first = next(iter(model.parameters()), None)
-    device = torch.device(config.device) if config.device else (
-        first.device if first is not None else torch.device("cpu")
-    )  # fmt: skip
-    model.to(device)
-    train = Batches(data, config.batch_size, device, "training data")
-    val = None if val_data is None else Batches(val_data, config.batch_size, device, "val data")
+    return config, objective, get_strategy(strategy)
+
+
+def _check_run(
+    objective: Objective, config: TrainConfig, train: Batches, val: Batches | None,
+    checkpoint_dir: Any, resume: bool,
+) -> None:  # fmt: skip
     if objective.needs_validation and val is None:
         raise ValueError(f"objective {objective.name!r} needs val_data= (it measures on it)")
     expected = getattr(objective, "expected_epochs", None)
@@ -165,93 +243,88 @@ def fit(
         warnings.warn(
             "resuming with a user DataLoader: its order is not restored, so the result will "
             "differ from an uninterrupted run; pass tensors or a dataset for exact resumption",
-            stacklevel=2,
+            stacklevel=3,
         )
-    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
-        with torch.no_grad():  # materialise lazy layers (D-ReLU caps) before the optimiser
-            model(next(iter(train.epoch(None)))[0][:2])
-    optimizer = build_optimizer(model, config)
-    schedule = Schedule(optimizer, config, len(train))
-    stopper = (
-        EarlyStopping(config.early_stopping, config.min_delta) if config.early_stopping else None
-    )
-    val_attack = _val_attack(config)
-    history = History()
-    start = 0
-    if resume:
-        start = _resume(
-            checkpoint_dir, model, optimizer, schedule, stopper, objective, history, config
-        )
-    if start >= config.epochs or history.stopped_early:
-        return history
 
+
+def _num_classes(model: nn.Module, train: Batches) -> int | None:
+    """The model's class count: its ``num_classes``, else the width of its logits on two
+    training points (eval mode, RNG and mode restored); None for a one-shot loader."""
+    k = getattr(model, "num_classes", None)
+    if isinstance(k, int) and not isinstance(k, bool):
+        return k
+    if not train.exact_order:
+        return None
+    x = next(iter(train.epoch(None)))[0][:2]
+    was = model.training
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model.eval()
+        try:
+            out = model(x)
+        finally:
+            model.train(was)
+    return int(out.shape[-1]) if isinstance(out, Tensor) and out.dim() == 2 else None
+
+
+def _epochs(
+    run: _Run, start: int, stopper: EarlyStopping | None, history: History,
+    checkpoint_dir: Any, on_epoch_end: EpochCallback | None,
+) -> None:  # fmt: skip
+    config, dist = run.config, run.strategy
     # fit seeds torch per epoch; fork_rng gives the caller back the RNG state it had
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), _progress(config.progress, config.epochs) as bar:
-        task = None if bar is None else bar.add_task("epoch", total=len(train), metrics="")
+    show = config.progress and dist.is_writer
+    with torch.random.fork_rng(devices=devices), _progress(show, config.epochs) as bar:
+        run.bar = bar
+        run.task = None if bar is None else bar.add_task("epoch", total=len(run.train), metrics="")
         for epoch in range(start, config.epochs):
             # all randomness of an epoch derives from (seed, epoch): resumption is exact
-            torch.manual_seed(epoch_seed(config.seed, epoch, stream=1))
-            record = _run_epoch(
-                model, objective, optimizer, schedule, train, val, val_attack, config, epoch,
-                bar, task,
-            )  # fmt: skip
+            torch.manual_seed(dist.seed(config.seed, epoch))
+            record = _run_epoch(run, epoch)
             history.records.append(record)
             stop = False
             if stopper is not None:
                 stop = stopper.step(record["monitored"])
                 history.stopped_early = stop
             if checkpoint_dir is not None:
-                state = {
-                    "schedule": schedule.state_dict(),
-                    "early_stopping": stopper.state_dict() if stopper else None,
-                    "objective": objective.state_dict(),
-                    "stopped_early": history.stopped_early,
-                }
-                save_training_state(
-                    checkpoint_dir, epoch, model, optimizer, state, objective=objective,
-                    config=config, history=history,
-                )  # fmt: skip
+                if dist.is_writer:
+                    _save_state(run, checkpoint_dir, epoch, stopper, history)
+                dist.barrier()
             if on_epoch_end is not None and on_epoch_end(epoch, record):
                 stop = True
             if stop:
                 break
-    model.eval()
-    return history
 
 
-def _run_epoch(
-    model: nn.Module,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    train: Batches,
-    val: Batches | None,
-    val_attack: Any,
-    config: TrainConfig,
-    epoch: int,
-    bar: Any,
-    task: Any,
-) -> dict[str, Any]:
-    device = train.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    objective.on_epoch_start(epoch, config.epochs)
-    lrs = current_lrs(optimizer)  # the rates this epoch starts with
+def _save_state(
+    run: _Run, checkpoint_dir: Any, epoch: int, stopper: EarlyStopping | None, history: History
+) -> None:
+    state = {
+        "schedule": run.schedule.state_dict(),
+        "early_stopping": stopper.state_dict() if stopper else None,
+        "objective": run.objective.state_dict(),
+        "stopped_early": history.stopped_early,
+    }
+    save_training_state(
+        checkpoint_dir, epoch, run.model, run.optimizer, state, objective=run.objective,
+        config=run.config, history=history,
+    )  # fmt: skip
+
+
+def _train_steps(run: _Run, epoch: int) -> dict[str, float]:
+    """One pass over this process's batches; the batch-weighted means of loss and metrics."""
+    model, config, train, optimizer = run.model, run.config, run.train, run.optimizer
     model.train()
     caps = list(cap_parameters(model)) if config.min_cap is not None else []
     # per-batch values are only appended (no arithmetic, no device sync) and reduced once
     seen: dict[str, list[Tensor | float]] = {"loss": []}
     sizes: list[int] = []
     every = max(1, len(train) // 20)  # refresh the bar ~20 times per epoch (each syncs)
-    if bar is not None:
-        bar.reset(task, total=len(train), description=f"epoch {epoch + 1}/{config.epochs}")
     for i, (x, y) in enumerate(train.epoch(epoch_seed(config.seed, epoch))):
-        loss, metrics = objective(model, x, y)
+        loss, metrics = run.objective(run.net, x, y)
         # zero after the objective: an attack inside it may have left parameter gradients
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP the gradients are averaged over the ranks here
         if config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
@@ -259,36 +332,52 @@ def _run_epoch(
             with torch.no_grad():  # projected step: keep caps in their meaningful range
                 for c in caps:
                     c.clamp_(min=config.min_cap)
-        schedule.after_batch()
+        run.schedule.after_batch()
         sizes.append(y.shape[0])
         seen["loss"].append(loss.detach())
         for k, v in metrics.items():
             seen.setdefault(k, []).append(v)
-        if bar is not None and (i + 1) % every == 0:
-            bar.update(task, completed=i + 1, metrics=_fmt(batch_means(seen, sizes)))
-    record: dict[str, Any] = {"epoch": epoch, **batch_means(seen, sizes)}
+        if run.bar is not None and (i + 1) % every == 0:
+            run.bar.update(run.task, completed=i + 1, metrics=_fmt(batch_means(seen, sizes)))
+    return run.strategy.reduce_means(batch_means(seen, sizes), sum(sizes), train.device)
+
+
+def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    config, device = run.config, run.train.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    run.objective.on_epoch_start(epoch, config.epochs)
+    lrs = current_lrs(run.optimizer)  # the rates this epoch starts with
+    if run.bar is not None:
+        run.bar.reset(run.task, total=len(run.train),
+                      description=f"epoch {epoch + 1}/{config.epochs}")  # fmt: skip
+    record: dict[str, Any] = {"epoch": epoch, **_train_steps(run, epoch)}
     if not math.isfinite(record["loss"]):
-        raise FloatingPointError(
-            f"training loss became {record['loss']} in epoch {epoch}; lower config.lr or set "
-            "config.max_grad_norm"
+        raise DivergenceError(
+            f"training diverged: the loss became {record['loss']} in epoch {epoch}; lower "
+            "the learning rate (config.lr) or set config.max_grad_norm"
         )
-    if val is not None:
-        model.eval()
-        record["val_loss"], record["val_acc"] = _evaluate(model, val)
-        if val_attack is not None:
-            record["val_robust_acc"] = robust_accuracy(model, val, val_attack)
-    record.update(objective.on_epoch_end(model, val))
+    if run.val is not None:
+        run.model.eval()
+        run.strategy.before_validation(config.seed, epoch)
+        record["val_loss"], record["val_acc"] = _evaluate(run.model, run.val)
+        if run.val_attack is not None:
+            record["val_robust_acc"] = robust_accuracy(run.model, run.val, run.val_attack)
+    record.update(run.objective.on_epoch_end(run.model, run.val))
     record.update(lrs)
-    record["caps"] = cap_stats(model)
+    record["caps"] = cap_stats(run.model)
     record["monitored"] = record.get("val_loss", record["loss"])
-    schedule.after_epoch(record["monitored"])
+    run.schedule.after_epoch(record["monitored"])
     record["seconds"] = time.perf_counter() - t0
     record["peak_mem_mb"] = peak_mem_mb(device)
-    if bar is not None:
+    if run.strategy.world_size > 1:
+        record["world_size"] = run.strategy.world_size
+    if run.bar is not None:
         shown: dict[str, Any] = {
             k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record
         }
-        bar.update(task, completed=len(train), metrics=_fmt(shown))
+        run.bar.update(run.task, completed=len(run.train), metrics=_fmt(shown))
     return record
 
 
@@ -302,6 +391,7 @@ def _resume(
     history: History,
     config: TrainConfig,
 ) -> int:
+    prune_orphans(checkpoint_dir)  # tensor files of a save a kill interrupted
     side = latest_training_state(checkpoint_dir)
     if side is None:
         return 0  # nothing saved yet: a fresh run
