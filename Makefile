@@ -31,8 +31,8 @@ demo: $(RUNTIME)
 	$(VENV)/bin/robustact demo
 
 lint: $(DEV)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples tools
+	$(VENV)/bin/ruff format --check src tests benchmarks examples tools
 
 typecheck: $(DEV)
 	$(VENV)/bin/mypy

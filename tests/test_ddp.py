@@ -117,8 +117,8 @@ def test_two_ranks_end_identical_and_learn(tmp_path: Path) -> None:
         (cell,) = store.cells()
         rows = {r.key(): r.value for r in store.metrics(cell.cell_id)}
     assert cell.extra["world_size"] == 2 and cell.spec == "ddp"
-    assert rows[("mini", "clean", "accuracy", None, None)] > 0.5
-    assert rows[("training", "final", "epochs", None, None)] == 4.0
+    assert rows[("result", "mini", "clean", None, "accuracy", None, None)] > 0.5
+    assert rows[("training", "training", "final", None, "epochs", None, None)] == 4.0
     assert cell.checkpoint is not None and Path(cell.checkpoint).is_file()
     hist = [r["loss"] for r in cell.extra["history"]]
     assert hist == pytest.approx(losses[0])  # the same seeded run

@@ -110,3 +110,51 @@ def test_factory_arguments_and_bad_arguments(tmp_path: Path) -> None:
 def test_functional_activations_are_found_outside_modules(x: torch.Tensor) -> None:
     assert functional_activations(load_model(f"{EXAMPLE}:FunctionalNet"), x) == {"relu": 1}
     assert functional_activations(load_model(SPEC), x) == {}
+
+
+def test_cli_evaluates_a_model_robustact_never_saw(
+    net: nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from robustact.cli import main
+
+    torch.save(net.state_dict(), tmp_path / "my.pt")
+    argv = ["evaluate", "--model", SPEC, "--weights", str(tmp_path / "my.pt"),
+            "--dataset", "digits", "--eps", "8/255", "--protocol", "adaptive", "--fast",
+            "--n", "24", "--json", "-"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    data = json.loads(out.out)  # stdout is pure JSON; the tables went to stderr
+    (ev,) = data["evaluations"].values()
+    assert ev["eps"] == pytest.approx(8 / 255) and ev["n"] == 24
+    assert 0.0 <= ev["robust_accuracy"] <= ev["clean_accuracy"]
+    assert "MyNet (mynet.py)" in out.err
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "no model: pass a checkpoint"),
+        (["--model", "nope"], "expected MODULE:NAME"),
+        (["--eps", "8/0"], "not a number or a fraction"),
+        (["CKPT", "--model", SPEC], "not both"),
+    ],
+)
+def test_cli_model_errors_are_one_line(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robustact.cli import main
+
+    argv = ["evaluate", "--dataset", "digits", "--eps", "0.1", *extra]
+    if "CKPT" in extra:
+        argv = ["evaluate", "somewhere", "--dataset", "digits", "--eps", "0.1", "--model", SPEC]
+    code = main(argv) if "--eps" not in extra else None
+    if code is None:
+        with pytest.raises(SystemExit) as info:
+            main(["evaluate", "--model", SPEC, "--dataset", "digits", *extra])
+        code = int(info.value.code or 0)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1

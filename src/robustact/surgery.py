@@ -194,7 +194,15 @@ def replace_activations(
     acts = find_activations(model)
     names = _select(acts, match)
     if not names:
-        have = ", ".join(f"{n} ({type(m).__name__})" for n, m in acts) or "none"
+        have = ", ".join(f"{n} ({type(m).__name__})" for n, m in acts)
+        if not have:
+            raise ValueError(
+                f"match {match!r} selects no activation: the model holds no activation "
+                "modules. Surgery swaps modules only; an activation called as a function in "
+                "forward (F.relu, torch.clamp) cannot be swapped: define it as a module "
+                "(self.act = nn.ReLU()) and call self.act(x) "
+                "(robustact.loading.functional_activations(model, x) lists such calls)"
+            )
         raise ValueError(f"match {match!r} selects no activation; the model has: {have}")
     target = model if inplace else copy.deepcopy(model)
     widths = _channel_counts(target, names, example_input) if example_input is not None else {}

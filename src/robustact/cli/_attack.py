@@ -9,17 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from robustact.cli._args import eps_value, is_stdout, write_json_or_stdout
 from robustact.cli._common import (
     CLIError,
     add_data_options,
     check_eps,
     console,
     eval_data,
-    load_model,
     parse_kv,
     resolve_device,
-    write_json,
 )
+from robustact.cli._model import add_model_options, model_from_args
 
 __all__ = ["add_parser", "cmd_attack", "run_attack"]
 
@@ -32,9 +32,9 @@ def add_parser(sub: Any) -> None:
         "model.safetensors) and write the adversarial examples as safetensors (tensors x_adv, "
         "y, pred_clean, pred_adv; the settings in its metadata).",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder or .safetensors file")
+    add_model_options(p)
     p.add_argument("--attack", default="pgd", help="attack name (robustact list attacks)")
-    p.add_argument("--eps", type=float, required=True, help="perturbation budget, e.g. 0.1")
+    p.add_argument("--eps", type=eps_value, required=True, help="perturbation budget, e.g. 0.1")
     p.add_argument("--norm", default="Linf", help="Linf (default) or L2")
     p.add_argument(
         "--attack-arg", action="append", metavar="KEY=VALUE", help="e.g. steps=20 loss=margin"
@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=250, help="points per attack call (250)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's randomness (0)")
     p.add_argument("--out", help="write the adversarial examples here (.safetensors)")
-    p.add_argument("--json", help="write the accuracies and settings here (.json)")
+    p.add_argument("--json", help="write the accuracies and settings here (.json; - for stdout)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.set_defaults(func=cmd_attack)
 
@@ -99,7 +99,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from robustact.train.checkpoint import atomic_write
 
     device = resolve_device(args.device)
-    model, meta, ckpt = load_model(args.checkpoint, device)
+    model, meta, ckpt = model_from_args(args, device)
     entry, eps, norm = build_attack(args)
     entry.build(model, eps, norm)  # bad attack arguments fail before the data is loaded
     x, y, data_desc = eval_data(args, meta, device)
@@ -130,7 +130,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         "mean_linf": float(delta.abs().amax(1).mean()), "mean_l2": float(delta.norm(dim=1).mean()),
         "n": n, "seconds": seconds, "stochastic_model": is_stochastic(model),
     }  # fmt: skip
-    con = console()
+    con = console(stderr=is_stdout(getattr(args, "json", None)))
     con.print(f"{args.attack} {norm} eps={args.eps:g}" + (" +BPDA" if args.bpda else "")
               + (f" EOT={args.eot}" if args.eot > 1 else "") + f" on {data_desc}")  # fmt: skip
     con.print(f"clean accuracy       {100 * clean:6.2f} %")
@@ -153,5 +153,5 @@ def cmd_attack(args: argparse.Namespace) -> int:
         atomic_write(out, st_save(tensors, metadata=metadata))
         con.print(f"adversarial examples: {out}")
     if args.json:
-        write_json(args.json, {**settings, **result})
+        write_json_or_stdout(args.json, {**settings, **result})
     return 0

@@ -142,18 +142,20 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
     for (command, dest), kind in OUTPUT_PATHS.items():
         value = getattr(args, dest, None) if args.command == command else None
-        if value is None or (command == "run" and getattr(args, "dry_run", False)):
+        if value is None or value == "-" or (command == "run" and getattr(args, "dry_run", False)):
             continue
         option = "--" + dest.replace("_", "-")
         (writable_dir if kind == "dir" else writable_file)(value, option)
 
 
-def console() -> Any:
-    """A rich console on the current stdout (wide when it is not a terminal)."""
+def console(stderr: bool = False) -> Any:
+    """A rich console on the current stdout (wide when it is not a terminal); on stderr
+    when stdout carries machine output (``--json -``)."""
     from rich.console import Console
 
-    wide = None if sys.stdout.isatty() else 160
-    return Console(file=sys.stdout, width=wide, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() else 160
+    return Console(file=stream, width=wide, highlight=False, soft_wrap=True)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
@@ -232,7 +234,11 @@ def model_label(meta: dict[str, Any]) -> str:
     / natural`` (the model class for checkpoints without a cell config)."""
     cell = (meta.get("extra") or {}).get("cell")
     if not isinstance(cell, dict):
-        return str((meta.get("model") or {}).get("class", "model")).rsplit(".", 1)[-1]
+        name = str((meta.get("model") or {}).get("class", "model"))
+        if meta.get("user_model"):  # "path/to/nets.py:MyNet" -> "MyNet (nets.py)"
+            where, _, attr = name.rpartition(":")
+            return f"{attr} ({Path(where).name})" if attr else name
+        return name.rsplit(".", 1)[-1]
     parts = []
     for key in ("model", "activation", "objective"):
         cfg = dict(cell.get(key) or {})

@@ -9,17 +9,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from robustact.cli._args import eps_value, is_stdout, write_json_or_stdout
 from robustact.cli._common import (
     CLIError,
     add_data_options,
     check_eps,
     console,
     eval_data,
-    load_model,
     model_label,
     resolve_device,
     write_json,
 )
+from robustact.cli._model import add_model_options, model_from_args
 
 __all__ = ["add_parsers", "cmd_diagnose", "cmd_evaluate", "side_by_side"]
 
@@ -27,10 +28,10 @@ __all__ = ["add_parsers", "cmd_diagnose", "cmd_evaluate", "side_by_side"]
 def _threat_options(p: argparse.ArgumentParser, multi: bool) -> None:
     if multi:
         p.add_argument(
-            "--eps", type=float, nargs="+", required=True, help="budget(s), e.g. 0.05 0.1"
+            "--eps", type=eps_value, nargs="+", required=True, help="budget(s), e.g. 0.05 0.1"
         )
     else:
-        p.add_argument("--eps", type=float, required=True, help="perturbation budget, e.g. 0.1")
+        p.add_argument("--eps", type=eps_value, required=True, help="perturbation budget, e.g. 0.1")
     p.add_argument("--norm", default="Linf", help="Linf (default) or L2")
     p.add_argument("--fast", action="store_true", help="fewer steps/queries (labelled as fast)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack (default 0)")
@@ -45,7 +46,7 @@ def add_parsers(sub: Any) -> None:
         "protocol and the adaptive one) at each --eps, print them side by side with each "
         "protocol's per-attack table, and optionally the gradient-masking verdict.",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder or .safetensors file")
+    add_model_options(p)
     p.add_argument(
         "--protocol",
         nargs="+",
@@ -58,7 +59,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--masking", action="store_true", help="add the gradient-masking report")
     p.add_argument("--masking-n", type=int, default=200, help="points for the masking report (200)")
     p.add_argument("--brief", action="store_true", help="only the side-by-side summary")
-    p.add_argument("--json", help="write every result here (.json)")
+    p.add_argument("--json", help="write every result here (.json; - for stdout)")
     p.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser(
@@ -69,7 +70,7 @@ def add_parsers(sub: Any) -> None:
         "perturbation, zero-gradient distance, negative-unit ratio, cap summary and the "
         "sensitivity map. Writes diagnose.json and PNG plots to --out.",
     )
-    d.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder or .safetensors file")
+    add_model_options(d)
     _threat_options(d, multi=False)
     add_data_options(d, n_default=200)
     d.add_argument("--out", required=True, help="folder for diagnose.json and the PNG plots")
@@ -155,9 +156,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         get_protocol(name, eps=eps_list[0], norm=norm, fast=args.fast)  # unknown names fail now
     if args.batch_size < 1 or args.masking_n < 1:
         raise CLIError("--batch-size and --masking-n must be >= 1")
-    model, meta, ckpt = load_model(args.checkpoint, device)
+    model, meta, ckpt = model_from_args(args, device)
     x, y, data_desc = eval_data(args, meta, device)
-    con = console()
+    con = console(stderr=is_stdout(getattr(args, "json", None)))
     con.print(f"evaluating {model_label(meta)} ({ckpt}) on {data_desc}")
     suite = evaluate_suite(
         model, x, y, protocols=list(dict.fromkeys(args.protocol)), eps=eps_list, norm=norm,
@@ -175,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         con.print(f"masking verdict at eps={eps:g}: {rep.verdict.upper()} ({rep.reason})")
     if args.json:
         d = suite.to_dict()
-        write_json(args.json, {
+        write_json_or_stdout(args.json, {
             "checkpoint": str(ckpt), "data": data_desc, "evaluations": d["evaluations"],
             "masking": d["masking"], "rows": _json_rows(suite, meta, data_desc),
         })  # fmt: skip
@@ -235,9 +236,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file; give a folder")
-    model, meta, ckpt = load_model(args.checkpoint, device)
+    model, meta, ckpt = model_from_args(args, device)
     x, y, data_desc = eval_data(args, meta, device)
-    con = console()
+    con = console(stderr=is_stdout(getattr(args, "json", None)))
     con.print(f"diagnosing {model_label(meta)} ({ckpt}) on {data_desc} ({norm} eps={eps:g})")
     n = len(y)
     diagnostics = [

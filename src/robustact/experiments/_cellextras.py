@@ -10,12 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from robustact.experiments import builders as B
-from robustact.experiments._specextra import AE_TRAINING
-from robustact.surgery import find_caps, replace_activations
+from robustact.experiments import _specextra as X
+from robustact.experiments._specextra import apply_transform
 
 __all__ = [
     "TRAINED_DIR",
@@ -72,56 +70,6 @@ def publish_trained(
     copy_checkpoint(checkpoint, _trained_path(output_dir, config))
 
 
-def _selected(model: nn.Module, where: Any) -> list[str]:
-    """Dotted names of the activations a spec ``where`` selects (all when None)."""
-    _, names = replace_activations(model, "relu", None if where is None else B.where_match(where))
-    return names
-
-
-def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Module:
-    """The cell's ``transform`` (before training): spectral normalisation of every linear
-    and conv weight, or an ``nn.Dropout(p)`` after every (selected) activation."""
-    if not cfg or cfg.get("name", "none") == "none":
-        return model
-    if cfg["name"] == "spectral_norm":
-        from robustact.defenses import apply_spectral_norm
-
-        out, _ = apply_spectral_norm(
-            model, n_power_iterations=int(cfg.get("n_power_iterations", 1)),
-            exclude=list(cfg.get("exclude", [])),
-        )  # fmt: skip
-    elif cfg["name"] == "dropout":
-        from robustact.models import add_dropout
-
-        out = add_dropout(model, _selected(model, cfg.get("where")), float(cfg["p"]))
-    else:
-        raise ValueError(f"unknown model transform {cfg['name']!r}; use spectral_norm or dropout")
-    return out  # both record themselves in robustact_config: checkpoints rebuild them
-
-
-def _swap(model: nn.Module, cfg: Mapping[str, Any], example: Tensor) -> nn.Module:
-    if cfg["name"] == "cap":
-        caps = find_caps(model)
-        if not caps:
-            raise ValueError("swap {name: cap} needs S-ReLU/D-ReLU caps; the model has none")
-        v = float(cfg["max_value"])
-        with torch.no_grad():
-            for _, m in caps:
-                if isinstance(m.max_value, Tensor):
-                    m.max_value.fill_(v)
-                else:
-                    m.max_value = v
-        return model
-    args = {k: v for k, v in cfg.items() if k not in ("name", "count", *B.PLACEMENT_KEYS)}
-    where = cfg.get("where")
-    if "count" in cfg:
-        where = list(range(int(cfg["count"])))
-    factory = B.activation_factory(str(cfg["name"]), args)
-    match = None if where is None else B.where_match(where)
-    out, _ = replace_activations(model, factory, match, example_input=example)
-    return out
-
-
 def defended_model(
     model: nn.Module, config: Mapping[str, Any], train_x: Tensor, seed: int
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -135,21 +83,11 @@ def defended_model(
     dev = next((p.device for p in model.parameters()), train_x.device)
     swap, prep = config.get("swap"), config.get("preprocess")
     if swap:
-        model = _swap(model, swap, train_x[:8].to(dev))
+        model = X.apply_swap(model, swap, train_x[:8].to(dev))
     if prep:
-        from robustact.defenses import Preprocessed, get_preprocess, train_autoencoder
+        from robustact.defenses import Preprocessed
 
-        name = str(prep["name"])
-        kw = {k: v for k, v in prep.items() if k != "name" and k not in AE_TRAINING}
-        if name == "autoencoder":
-            kw["in_channels"] = int(train_x.shape[1])
-        step = get_preprocess(name, **kw).to(dev)
-        if name == "autoencoder":
-            opts = {**AE_TRAINING, **{k: prep[k] for k in AE_TRAINING if k in prep}}
-            extra["autoencoder_mse"] = train_autoencoder(
-                step, train_x.to(dev), int(opts["epochs"]), float(opts["noise_std"]),
-                lr=float(opts["lr"]), batch_size=int(opts["batch_size"]), seed=seed,
-            )  # fmt: skip
+        step, extra = X.build_preprocess(prep, train_x.to(dev), seed)
         model = Preprocessed(model, step)
     model.eval()
     return model, extra

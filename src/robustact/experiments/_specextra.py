@@ -1,6 +1,7 @@
-"""Spec parsers for the defence axes (``preprocess``, ``transforms``, ``swaps``) and the
-``evaluation.diagnostics`` list; the objects they describe are built by
-:mod:`robustact.experiments._cellextras`."""
+"""The defence axes of a spec (``preprocess``, ``transforms``, ``swaps``), each parsed and
+built here (:func:`preprocess_entry` / :func:`build_preprocess`, :func:`transform_entry` /
+:func:`apply_transform`, :func:`swap_entry` / :func:`apply_swap`), and the options of the
+``evaluation.diagnostics`` list (run by :mod:`robustact.experiments._cellextras`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
 from robustact.experiments import _specparse as P
 from robustact.experiments import builders as B
+from robustact.surgery import find_caps, replace_activations
 
 #: Keys of an ``autoencoder`` preprocess entry that configure its training, not the network.
 AE_TRAINING = {"epochs": 20, "noise_std": 0.1, "lr": 1e-2, "batch_size": 64}
@@ -183,6 +188,84 @@ def swap_entry(node: Any, path: str, ctx: P.Ctx) -> dict[str, Any] | None:
         if cfg is not None:
             cfg["count"] = c
     return None if cfg is None or len(ctx.errors) > n0 else cfg
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _selected(model: nn.Module, where: Any) -> list[str]:
+    """Dotted names of the activations a spec ``where`` selects (all when None)."""
+    _, names = replace_activations(model, "relu", None if where is None else B.where_match(where))
+    return names
+
+
+def apply_transform(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Module:
+    """The cell's ``transform`` (before training): spectral normalisation of every linear
+    and conv weight, or an ``nn.Dropout(p)`` after every (selected) activation."""
+    if not cfg or cfg.get("name", "none") == "none":
+        return model
+    if cfg["name"] == "spectral_norm":
+        from robustact.defenses import apply_spectral_norm
+
+        out, _ = apply_spectral_norm(
+            model, n_power_iterations=int(cfg.get("n_power_iterations", 1)),
+            exclude=list(cfg.get("exclude", [])),
+        )  # fmt: skip
+    elif cfg["name"] == "dropout":
+        from robustact.models import add_dropout
+
+        out = add_dropout(model, _selected(model, cfg.get("where")), float(cfg["p"]))
+    else:
+        raise ValueError(f"unknown model transform {cfg['name']!r}; use spectral_norm or dropout")
+    return out  # both record themselves in robustact_config: checkpoints rebuild them
+
+
+def apply_swap(model: nn.Module, cfg: Mapping[str, Any], example: Tensor) -> nn.Module:
+    """The cell's ``swap`` (after training): every S-ReLU/D-ReLU cap set to ``max_value``
+    (in place), or the selected activations replaced (``example``: a batch (N, C, H, W)
+    sizing per-unit activations)."""
+    if cfg["name"] == "cap":
+        caps = find_caps(model)
+        if not caps:
+            raise ValueError("swap {name: cap} needs S-ReLU/D-ReLU caps; the model has none")
+        v = float(cfg["max_value"])
+        with torch.no_grad():
+            for _, m in caps:
+                if isinstance(m.max_value, Tensor):
+                    m.max_value.fill_(v)
+                else:
+                    m.max_value = v
+        return model
+    args = {k: v for k, v in cfg.items() if k not in ("name", "count", *B.PLACEMENT_KEYS)}
+    where = cfg.get("where")
+    if "count" in cfg:
+        where = list(range(int(cfg["count"])))
+    factory = B.activation_factory(str(cfg["name"]), args)
+    match = None if where is None else B.where_match(where)
+    out, _ = replace_activations(model, factory, match, example_input=example)
+    return out
+
+
+def build_preprocess(
+    cfg: Mapping[str, Any], train_x: Tensor, seed: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The cell's ``preprocess`` step on ``train_x``'s device; an autoencoder is trained
+    here on ``train_x`` (N, C, H, W) and its loss curve returned in the extra dict."""
+    from robustact.defenses import get_preprocess, train_autoencoder
+
+    name = str(cfg["name"])
+    kw = {k: v for k, v in cfg.items() if k != "name" and k not in AE_TRAINING}
+    if name == "autoencoder":
+        kw["in_channels"] = int(train_x.shape[1])
+    step = get_preprocess(name, **kw).to(train_x.device)
+    if name != "autoencoder":
+        return step, {}
+    opts = {**AE_TRAINING, **{k: cfg[k] for k in AE_TRAINING if k in cfg}}
+    mse = train_autoencoder(
+        step, train_x, int(opts["epochs"]), float(opts["noise_std"]), lr=float(opts["lr"]),
+        batch_size=int(opts["batch_size"]), seed=seed,
+    )  # fmt: skip
+    return step, {"autoencoder_mse": mse}
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -26,51 +26,63 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from robustact.experiments import _specextra as X
 from robustact.experiments import _specparse as P
+from robustact.experiments._specparse import Entry
 from robustact.experiments._specsections import training_section
-from robustact.experiments.records import canonical_json
 
 __all__ = ["AXES", "Entry", "Grid", "parse_grid"]
 
-#: (cell key, grid key) of every axis, in expansion order.
-AXES: tuple[tuple[str, str], ...] = (
-    ("dataset", "datasets"), ("model", "models"), ("activation", "activations"),
-    ("objective", "objectives"), ("preprocess", "preprocess"), ("transform", "transforms"),
-    ("swap", "swaps"), ("seed", "seeds"),
-)  # fmt: skip
-_GRID_KEY = dict(AXES)
-#: Axes whose ``none`` value is left out of the cell config.
-OPTIONAL_AXES = ("preprocess", "transform", "swap")
-_GRID_KEYS = (*(g for _, g in AXES), "exclude", "include")
+EntryParser = Callable[[Any, str, P.Ctx], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One value of a grid axis: its canonical config and where it is written."""
+class Axis:
+    """One axis of the grid: its cell key, its grid key, the parser that validates an
+    entry by building it (its builder lives next to it: ``builders`` for the core axes,
+    ``_specextra`` for the defence axes), and whether a ``none`` value is left out of the
+    cell config (so specs without the axis keep their cell ids)."""
 
-    config: dict[str, Any]
-    path: str
+    key: str
+    grid_key: str
+    parse: EntryParser | None = None  # None: the seeds (plain ints)
+    optional: bool = False
 
-    @property
-    def name(self) -> str:
-        return str(self.config["name"])
 
-    @property
-    def label(self) -> str:
-        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
-        hidden = ("name", "where", "insert", "training")
-        args = [f"{k}={v}" for k, v in self.config.items() if k not in hidden]
-        text = self.name + (f"({', '.join(args)})" if args else "")
-        if "where" in self.config:
-            text += f"@{self.config['where']}"
-        if "insert" in self.config:
-            text += f"+{self.config['insert']}"
-        return text
+def _model_entry(item: Any, path: str, ctx: P.Ctx) -> dict[str, Any] | None:
+    """A model entry, with optional per-model ``training:`` overrides (e.g. the peak lr
+    that differs between architectures in one table)."""
+    if not (isinstance(item, Mapping) and "training" in item):
+        return P.model_entry(item, path, ctx)
+    rest = {k: v for k, v in item.items() if k != "training"}
+    n0 = len(ctx.errors)
+    cfg = P.model_entry(rest, path, ctx)
+    training = training_section(item["training"], P.join(path, "training"), ctx)
+    if cfg is None or training is None or len(ctx.errors) > n0:
+        return None
+    return {**cfg, "training": training} if training else cfg
+
+
+#: Every axis, in expansion order.
+AXES: tuple[Axis, ...] = (
+    Axis("dataset", "datasets", P.dataset_entry),
+    Axis("model", "models", _model_entry),
+    Axis("activation", "activations", P.activation_entry),
+    Axis("objective", "objectives", P.objective_entry),
+    Axis("preprocess", "preprocess", X.preprocess_entry, optional=True),
+    Axis("transform", "transforms", X.transform_entry, optional=True),
+    Axis("swap", "swaps", X.swap_entry, optional=True),
+    Axis("seed", "seeds"),
+)
+_GRID_KEY = {a.key: a.grid_key for a in AXES}
+#: Axes whose ``none`` value is left out of the cell config.
+OPTIONAL_AXES = tuple(a.key for a in AXES if a.optional)
+_GRID_KEYS = (*(a.grid_key for a in AXES), "exclude", "include")
 
 
 def _none(key: str) -> tuple[Entry, ...]:
@@ -102,52 +114,36 @@ class Grid:
         main = dataclasses.replace(self, include=())
         return [main, *(dataclasses.replace(main, **block) for block in self.include)]
 
+    def size(self) -> int:
+        """Cells before exclude rules and de-duplication: the product of the axis lengths,
+        summed over the main grid and the include blocks (nothing is expanded)."""
+        return sum(math.prod(len(b.axis(a.key)) for a in AXES) for b in self.blocks())
+
     def live(self) -> list[tuple[int, ...]]:
         """Index tuples (one index per axis of ``AXES``) of this grid's kept cells (the
         include blocks are separate grids: see :meth:`blocks`)."""
-        axes = [self.axis(k) for k, _ in AXES]
-        out = []
-        for idx in itertools.product(*(range(len(a)) for a in axes)):
-            vals = {
-                k: (v if k == "seed" else v.name)
-                for (k, _), v in zip(AXES, (a[i] for a, i in zip(axes, idx, strict=True)),
-                                     strict=True)
-            }  # fmt: skip
-            if not any(all(vals[k] == v for k, v in rule.items()) for rule in self.exclude):
-                out.append(idx)
-        return out
+        axes = [self.axis(a.key) for a in AXES]
+        cube = itertools.product(*(range(len(a)) for a in axes))
+        if not self.exclude:
+            return list(cube)
+        position = {a.key: i for i, a in enumerate(AXES)}
+        rules = [
+            [(position[k], {i for i, x in enumerate(axes[position[k]])
+                            if (x if k == "seed" else x.name) == v}) for k, v in rule.items()]
+            for rule in self.exclude
+        ]  # fmt: skip
+        return [
+            idx for idx in cube
+            if not any(all(idx[a] in hits for a, hits in rule) for rule in rules)
+        ]  # fmt: skip
 
     def values(self, idx: tuple[int, ...]) -> dict[str, Any]:
         """{cell key: Entry or seed} of one index tuple of :meth:`live`."""
-        return {k: self.axis(k)[i] for (k, _), i in zip(AXES, idx, strict=True)}
+        return {a.key: getattr(self, a.grid_key)[i] for a, i in zip(AXES, idx, strict=True)}
 
 
 # --------------------------------------------------------------------------- parsing
 
-
-def _model_entry(item: Any, path: str, ctx: P.Ctx) -> dict[str, Any] | None:
-    """A model entry, with optional per-model ``training:`` overrides (e.g. the peak lr
-    that differs between architectures in one table)."""
-    if not (isinstance(item, Mapping) and "training" in item):
-        return P.model_entry(item, path, ctx)
-    rest = {k: v for k, v in item.items() if k != "training"}
-    n0 = len(ctx.errors)
-    cfg = P.model_entry(rest, path, ctx)
-    training = training_section(item["training"], P.join(path, "training"), ctx)
-    if cfg is None or training is None or len(ctx.errors) > n0:
-        return None
-    return {**cfg, "training": training} if training else cfg
-
-
-_ENTRY_PARSERS: dict[str, Callable[[Any, str, P.Ctx], dict[str, Any] | None]] = {
-    "datasets": P.dataset_entry,
-    "models": _model_entry,
-    "activations": P.activation_entry,
-    "objectives": P.objective_entry,
-    "preprocess": X.preprocess_entry,
-    "transforms": X.transform_entry,
-    "swaps": X.swap_entry,
-}
 
 _GRID_DEFAULTS: dict[str, Any] = {
     "activations": (Entry({"name": "relu"}, "grid.activations"),),
@@ -159,17 +155,17 @@ _GRID_DEFAULTS: dict[str, Any] = {
 
 def _written_names(node: Any) -> dict[str, list[Any]]:
     """Names as written on each axis of a grid node and its include blocks (valid or not)."""
-    out: dict[str, list[Any]] = {axis: [] for axis, _ in AXES}
+    out: dict[str, list[Any]] = {a.key: [] for a in AXES}
     if not isinstance(node, Mapping):
         return out
     blocks = node.get("include")
     for block in [node, *(blocks if isinstance(blocks, list) else [])]:
         if not isinstance(block, Mapping):
             continue
-        for axis, key in AXES:
-            items = block.get(key)
+        for a in AXES:
+            items = block.get(a.grid_key)
             for item in items if isinstance(items, list) else []:
-                out[axis].append(item.get("name") if isinstance(item, Mapping) else item)
+                out[a.key].append(item.get("name") if isinstance(item, Mapping) else item)
     for axis in OPTIONAL_AXES:
         out[axis].append("none")
     return out
@@ -190,15 +186,17 @@ def _check_exclude(
                 )
 
 
-def _axis_entries(key: str, node: Any, path: str, ctx: P.Ctx) -> tuple[Entry, ...]:
+def _axis_entries(axis: Axis, node: Any, path: str, ctx: P.Ctx) -> tuple[Entry, ...]:
     entries: list[Entry] = []
     seen: dict[str, str] = {}
     for i, item in enumerate(P.listing(node, path, ctx) or []):
         ip = P.join(path, i)
-        cfg = _ENTRY_PARSERS[key](item, ip, ctx)
+        cfg = axis.parse(item, ip, ctx) if axis.parse is not None else None
         if cfg is None:
             continue
-        canon = canonical_json(cfg)
+        canon = P.plain_json(cfg, ip, ctx)
+        if canon is None:
+            continue
         if canon in seen:
             ctx.err(ip, f"duplicate of {seen[canon]} (it would repeat the same cells)")
             continue
@@ -221,16 +219,15 @@ def _seeds(node: Any, path: str, ctx: P.Ctx) -> tuple[int, ...]:
 
 def _axes(m: Mapping[str, Any], path: str, ctx: P.Ctx, broken: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for axis, key in AXES:
-        if key not in m:
+    for a in AXES:
+        if a.grid_key not in m:
             continue
         n0 = len(ctx.errors)
-        if key == "seeds":
-            out[key] = _seeds(m[key], P.join(path, key), ctx)
-        else:
-            out[key] = _axis_entries(key, m[key], P.join(path, key), ctx)
+        node, where = m[a.grid_key], P.join(path, a.grid_key)
+        out[a.grid_key] = _seeds(node, where, ctx) if a.parse is None else _axis_entries(
+            a, node, where, ctx)  # fmt: skip
         if len(ctx.errors) > n0:
-            broken.add(axis)
+            broken.add(a.key)
     return out
 
 
@@ -255,14 +252,14 @@ def parse_grid(node: Any, path: str, ctx: P.Ctx, partial: bool, base: Any = None
             if not bm:
                 ctx.err(bp, "an empty include block would repeat the main grid")
                 continue
-            axis_keys = tuple(g for _, g in AXES)
+            axis_keys = tuple(a.grid_key for a in AXES)
             if P.check_keys(bm, axis_keys, bp, ctx):
                 blocks.append(_axes(bm, bp, ctx, broken))
         out["include"] = tuple(blocks)
     if "exclude" in m:
         rules = []
         ep = P.join(path, "exclude")
-        axes = tuple(a for a, _ in AXES)
+        axes = tuple(a.key for a in AXES)
         for i, r in enumerate(P.listing(m["exclude"], ep, ctx, empty_ok=True) or []):
             rm = P.mapping(r, P.join(ep, i), ctx)
             if rm is not None and rm and P.check_keys(rm, axes, P.join(ep, i), ctx):

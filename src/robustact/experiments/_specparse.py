@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,8 @@ from typing import Any
 from robustact.activations import list_activations
 from robustact.data import DATASETS, list_datasets
 from robustact.experiments import builders as B
+from robustact.experiments._specload import clip, show
+from robustact.experiments.records import canonical_json
 from robustact.models import list_models
 from robustact.surgery import ACTIVATION_TYPES
 from robustact.train import list_objectives
@@ -59,14 +60,6 @@ _RUNTIME_TRAINING = {
 }
 
 
-def show(v: Any) -> str:
-    """A value as the user wrote it (strings quoted, YAML-like otherwise)."""
-    try:
-        return json.dumps(v)
-    except (TypeError, ValueError):
-        return repr(v)
-
-
 def norm_name(name: str) -> str:
     return name.lower().replace("-", "_")
 
@@ -79,17 +72,30 @@ class Ctx:
     errors: list[str] = field(default_factory=list)
 
     def err(self, path: str, msg: str) -> None:
-        self.errors.append(f"{self.source}: {path or '<top>'}: {msg}")
+        # one line, bounded: messages may quote user values or a constructor's error text
+        self.errors.append(f"{self.source}: {clip(path or '<top>', 200)}: {clip(msg, 1000)}")
+
+
+def plain_json(cfg: Any, path: str, ctx: Ctx) -> str | None:
+    """``cfg``'s canonical JSON (what its cell ids hash), or None after an error: options
+    passed through unchecked may hold non-string keys or non-finite numbers."""
+    try:
+        return canonical_json(cfg)
+    except (TypeError, ValueError):
+        ctx.err(path, "values must be strings, finite numbers, booleans, null, lists or "
+                "mappings with string keys")  # fmt: skip
+        return None
 
 
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = clip(key, 40)
     return f"{path}.{key}" if path else key
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(clip(str(word), 60), list(choices), n=1, cutoff=0.6)
     return f'; did you mean "{close[0]}"?' if close else ""
 
 
@@ -191,8 +197,6 @@ def typed_value(name: str, v: Any, param: inspect.Parameter | None, path: str, c
     if v is None and param is not None and param.default is None:
         return None
     if name in _RANGES:
-        if v is None and param is not None and param.default is None:
-            return None
         return ranged(name, v, path, ctx)
     default = None if param is None else param.default
     if isinstance(default, bool):
@@ -239,6 +243,30 @@ def kwargs_against(
 # --------------------------------------------------------------------------- grid entries
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One value of a grid axis: its canonical config and where it is written."""
+
+    config: dict[str, Any]
+    path: str
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def label(self) -> str:
+        """Short text, e.g. ``srelu(max_value=0.01)@act2``."""
+        hidden = ("name", "where", "insert", "training")
+        args = [f"{k}={v}" for k, v in self.config.items() if k not in hidden]
+        text = self.name + (f"({', '.join(args)})" if args else "")
+        if "where" in self.config:
+            text += f"@{self.config['where']}"
+        if "insert" in self.config:
+            text += f"+{self.config['insert']}"
+        return text
+
+
 def named(node: Any, path: str, ctx: Ctx) -> tuple[Any, dict[str, Any]] | None:
     """A grid entry written as ``name`` or ``{name: ..., **options}``."""
     if isinstance(node, str):
@@ -257,13 +285,23 @@ def _name_path(node: Any, path: str) -> str:
     return join(path, "name") if isinstance(node, Mapping) else path
 
 
-def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+def registered(
+    node: Any, names: Sequence[str], kind: str, path: str, ctx: Ctx
+) -> tuple[str, dict[str, Any]] | None:
+    """A grid entry ``name`` or ``{name, **options}`` whose name is one of ``names``:
+    ``(registered spelling, options)``, or None after an error."""
     got = named(node, path, ctx)
     if got is None:
         return None
-    name = lookup(got[0], list_datasets(), "dataset", _name_path(node, path), ctx)
-    if name is None:
+    name = lookup(got[0], names, kind, _name_path(node, path), ctx)
+    return None if name is None else (name, got[1])
+
+
+def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    got = registered(node, list_datasets(), "dataset", path, ctx)
+    if got is None:
         return None
+    name = got[0]
     params = {
         k: p for k, p in B.callable_params(DATASETS.get(name)).items() if k not in ("root", "split")
     }
@@ -276,12 +314,10 @@ def dataset_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
 
 
 def model_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    got = registered(node, list_models(), "model", path, ctx)
     if got is None:
         return None
-    name = lookup(got[0], list_models(), "model", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     refuse = {
         "num_classes": "set from the dataset",
         "in_channels": "set from the dataset",
@@ -323,12 +359,10 @@ def _where(v: Any, path: str, ctx: Ctx) -> Any:
 
 
 def activation_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    got = registered(node, list_activations(), "activation", path, ctx)
     if got is None:
         return None
-    name = lookup(got[0], list_activations(), "activation", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     opts = dict(got[1])
     n0 = len(ctx.errors)
     cfg: dict[str, Any] = {"name": name}
@@ -366,13 +400,11 @@ def activation_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
 
 
 def attack_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    names = B.attack_names(training=True)
+    got = registered(node, names, "attack", path, ctx)
     if got is None:
         return None
-    names = B.attack_names(training=True)
-    name = lookup(got[0], names, "attack", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     cls = B.TRAIN_ONLY_ATTACKS.get(name) or B.ATTACKS.get(name)
     kw = kwargs_against(got[1], B.callable_params(cls), path, ctx)
     if kw is None:
@@ -390,13 +422,11 @@ _OBJ_EXTRA = ("penalty",)
 
 
 def objective_entry(node: Any, path: str, ctx: Ctx, depth: int = 0) -> dict[str, Any] | None:
-    got = named(node, path, ctx)
+    names = [*list_objectives(), "two_phase"]
+    got = registered(node, names, "objective", path, ctx)
     if got is None:
         return None
-    names = [*list_objectives(), "two_phase"]
-    name = lookup(got[0], names, "objective", _name_path(node, path), ctx)
-    if name is None:
-        return None
+    name = got[0]
     opts = dict(got[1])
     n0 = len(ctx.errors)
     cfg: dict[str, Any] = {"name": name}

@@ -1,4 +1,5 @@
-"""Spec sections beyond the grid entries: evaluation protocols and the training block."""
+"""Spec sections beyond the grid entries: the evaluation block (protocols, eps, norm,
+diagnostics) and the training block."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import re
 from dataclasses import fields
 from typing import Any
 
+from robustact.attacks.threat import canonical_norm
 from robustact.evaluate.protocol import Protocol, list_protocols
 from robustact.experiments import builders as B
+from robustact.experiments._specextra import diagnostics_section
 from robustact.experiments._specparse import (
     _RUNTIME_TRAINING,
     Ctx,
+    Entry,
     _is_num,
     check_keys,
     join,
@@ -142,4 +146,61 @@ def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
         where = join(path, hit.group(1)) if hit else path
         ctx.err(where, hit.group(2) if hit else str(e))
         return None
+    return out
+
+
+_EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size", "diagnostics")
+
+
+def evaluation_section(node: Any, path: str, ctx: Ctx, partial: bool) -> dict[str, Any]:
+    """``Evaluation`` fields from an ``evaluation:`` node (``partial``: only the keys it
+    sets, as in ``quick.evaluation``)."""
+    m = mapping(node, path, ctx)
+    if m is None:
+        return {}
+    check_keys(m, _EVAL_KEYS, path, ctx, required=() if partial else ("eps",))
+    out: dict[str, Any] = {}
+    if "protocols" in m or not partial:
+        kp = join(path, "protocols")
+        raw = m.get("protocols", ["seed", "adaptive"])
+        entries: list[Entry] = []
+        for i, item in enumerate(listing(raw, kp, ctx) or []):
+            cfg = protocol_entry(item, join(kp, i), ctx)
+            if cfg is None:
+                continue
+            if any(e.name == cfg["name"] for e in entries):
+                ctx.err(join(kp, i), f"protocol {show(cfg['name'])} is listed twice")
+                continue
+            entries.append(Entry(cfg, join(kp, i)))
+        out["protocols"] = tuple(entries)
+    if "eps" in m:
+        raw_eps = m["eps"] if isinstance(m["eps"], list) else [m["eps"]]
+        ep = join(path, "eps")
+        eps: list[float] = []
+        if not raw_eps:
+            ctx.err(ep, "expected a number >= 0 or a non-empty list of them")
+        for i, e in enumerate(raw_eps):
+            v = ranged("eps", e, join(ep, i) if isinstance(m["eps"], list) else ep, ctx)
+            if v is not None and v in eps:
+                ctx.err(join(ep, i), f"duplicate eps {v:g}")
+            elif v is not None:
+                eps.append(v)
+        out["eps"] = tuple(eps)
+    if "norm" in m:
+        try:
+            out["norm"] = canonical_norm(str(m["norm"]))
+        except ValueError:
+            ctx.err(join(path, "norm"), f"expected linf or l2, got {show(m['norm'])}")
+    if "n" in m:
+        out["n"] = None if m["n"] is None else ranged("n", m["n"], join(path, "n"), ctx)
+    if "batch_size" in m:
+        out["batch_size"] = ranged("batch_size", m["batch_size"], join(path, "batch_size"), ctx)
+    if "diagnostics" in m:
+        dp = join(path, "diagnostics")
+        out["diagnostics"] = diagnostics_section(m["diagnostics"], dp, ctx)
+    for k in ("fast", "masking"):
+        if k in m:
+            if not isinstance(m[k], bool):
+                ctx.err(join(path, k), f"expected true or false, got {show(m[k])}")
+            out[k] = bool(m[k])
     return out

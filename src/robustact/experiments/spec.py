@@ -79,37 +79,44 @@ Keys (``name``, ``grid`` and ``evaluation.eps`` are required):
 :func:`load_spec` checks the whole file before any work starts and raises one
 :class:`SpecError` listing every problem, one line each, as ``file: path: message``
 (with the closest known name or key where one is near).
+
+Limits (a spec is untrusted input; see :mod:`robustact.experiments._specload`): a file
+of at most 256 KiB of UTF-8 YAML, at most 20 000 values after expanding anchors/aliases,
+nested at most 64 deep, no repeated mapping key, no ``!!python`` tags; a grid of at most
+:data:`MAX_GRID_CELLS` cells, counted from the axis lengths before anything is expanded.
+Expanding a grid costs time linear in its cells.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from robustact.attacks.threat import canonical_norm
 from robustact.experiments import _speccheck as C
-from robustact.experiments import _specextra as X
 from robustact.experiments import _specgrid as G
+from robustact.experiments import _specload as L
 from robustact.experiments import _specparse as P
 from robustact.experiments import _specsections as S
 from robustact.experiments._specgrid import AXES, OPTIONAL_AXES, Entry, Grid
-from robustact.experiments.records import cell_id
+from robustact.experiments.records import canonical_json
 
 __all__ = ["Cell", "Entry", "Evaluation", "Grid", "Spec", "SpecError", "load_spec", "parse_spec"]
 
 #: Validation fraction of every cell's train/val split unless ``training.val_fraction`` says.
 DEFAULT_VAL_FRACTION = 0.2
 
+#: Most cells a grid may have, counted before expanding it (the product of its axes
+#: summed over the include blocks, before exclude rules).
+MAX_GRID_CELLS = 1_000_000
+
 #: What ``--quick`` does to a spec that has no ``quick:`` block.
 DEFAULT_QUICK: dict[str, Any] = {"training": {"epochs": 2}, "evaluation": {"fast": True, "n": 500}}
 
-_EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size", "diagnostics")
 _TOP_KEYS = ("name", "description", "grid", "training", "evaluation", "quick", "output_dir",
              "data_root")  # fmt: skip
 
@@ -196,32 +203,65 @@ class Spec:
     def cells(self, quick: bool = False) -> list[Cell]:
         """The expanded grid, in axis order (datasets, models, activations, objectives,
         preprocess, transforms, swaps, seeds), then the cells of each ``include`` block
-        that are new; with ``quick`` the quick overrides apply."""
+        that are new; with ``quick`` the quick overrides apply.
+
+        Linear in the number of cells: each entry is serialised once and a cell's id is
+        the hash of its parts' canonical JSON joined in key order, which is exactly
+        ``records.cell_id(config)``."""
         spec = self.resolved(quick)
+        evaluation = spec.evaluation.config()
+        fixed = {"evaluation": (evaluation, canonical_json(evaluation))}
         base_training = {"val_fraction": DEFAULT_VAL_FRACTION, **spec.training}
         out: list[Cell] = []
         seen: set[str] = set()
         for g in spec.grid.blocks():
+            parts = [_axis_parts(g, a.key, base_training) for a in AXES]
             for idx in g.live():
-                v = g.values(idx)
-                model = dict(v["model"].config)
-                training = {**base_training, **model.pop("training", {})}
-                cfg: dict[str, Any] = {
-                    "dataset": v["dataset"].config, "model": model,
-                    "activation": v["activation"].config, "objective": v["objective"].config,
-                }  # fmt: skip
-                labels = [v[k].label for k in ("dataset", "model", "activation", "objective")]
-                for k in OPTIONAL_AXES:
-                    if v[k].name != "none":  # left out: older specs keep their cell ids
-                        cfg[k] = v[k].config
-                        labels.append(f"{k}={v[k].label}")
-                cfg.update(seed=v["seed"], training=training,
-                           evaluation=spec.evaluation.config())  # fmt: skip
-                cid = cell_id(cfg)
-                if cid not in seen:
-                    seen.add(cid)
-                    out.append(Cell(cid, cfg, "/".join([*labels, f"seed{v['seed']}"])))
+                chosen = [p[i] for p, i in zip(parts, idx, strict=True)]
+                items = dict(fixed)
+                for part in chosen:
+                    items.update(part.items)
+                text = ",".join(f'"{k}":{items[k][1]}' for k in sorted(items))
+                cid = hashlib.sha256(f"{{{text}}}".encode()).hexdigest()[:16]
+                if cid in seen:
+                    continue
+                seen.add(cid)
+                label = "/".join(p.label for p in chosen if p.label)
+                cfg = {k: items[k][0] for k in _CELL_KEYS if k in items}
+                out.append(Cell(cid, cfg, label))
         return out
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one axis value adds to a cell: ``{cell key: (value, canonical JSON)}`` and
+    its part of the label (empty: none)."""
+
+    items: dict[str, tuple[Any, str]]
+    label: str
+
+
+def _axis_parts(g: Grid, key: str, base_training: Mapping[str, Any]) -> list[_Part]:
+    if key == "seed":
+        return [_Part({"seed": (s, canonical_json(s))}, f"seed{s}") for s in g.seeds]
+    parts = []
+    for e in g.axis(key):
+        if key in OPTIONAL_AXES and e.name == "none":  # left out: older specs keep their ids
+            parts.append(_Part({}, ""))
+            continue
+        cfg = dict(e.config)
+        items = {key: (cfg, "")}
+        if key == "model":
+            training = {**base_training, **cfg.pop("training", {})}
+            items["training"] = (training, canonical_json(training))
+        items[key] = (cfg, canonical_json(cfg))
+        parts.append(_Part(items, f"{key}={e.label}" if key in OPTIONAL_AXES else e.label))
+    return parts
+
+
+#: Keys of a cell config, in the order they are written.
+_CELL_KEYS = ("dataset", "model", "activation", "objective", *OPTIONAL_AXES, "seed", "training",
+              "evaluation")  # fmt: skip
 
 
 def _drop_training(e: Entry, keys: set[str]) -> Entry:
@@ -249,16 +289,14 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
     p = Path(path)
     src = os.fspath(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(L.MAX_SPEC_BYTES + 1)  # never more than the bound
     except OSError as e:
         raise SpecError([f"{src}: cannot read the spec: {e.strerror or e}"]) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError([f"{src}: {where}invalid YAML: {problem}"]) from None
+        data = L.read_yaml(raw)
+    except L.LoadProblemError as e:
+        raise SpecError([f"{src}: {e.where + ': ' if e.where else ''}{e}"]) from None
     return parse_spec(data, source=src, base_dir=p.parent)
 
 
@@ -274,6 +312,10 @@ def parse_spec(
             (default: the working directory).
     """
     ctx = P.Ctx(source)
+    try:
+        L.check_value_size(data)
+    except L.LoadProblemError as e:
+        raise SpecError([f"{source}: {e}"]) from None
     top = P.mapping(data, "", ctx)
     if top is None:
         raise SpecError(ctx.errors)
@@ -294,7 +336,11 @@ def parse_spec(
         dirs[key] = None if v is None else base / Path(v).expanduser()
     grid = G.parse_grid(top["grid"], "grid", ctx, partial=False) if "grid" in top else {}
     training = S.training_section(top.get("training", {}), "training", ctx) or {}
-    ev = _evaluation(top["evaluation"], "evaluation", ctx, False) if "evaluation" in top else {}
+    ev = (
+        S.evaluation_section(top["evaluation"], "evaluation", ctx, False)
+        if "evaluation" in top
+        else {}
+    )
     quick = _quick(top["quick"], "quick", ctx, top.get("grid")) if "quick" in top else None
     axes = ("datasets", "models", "activations", "objectives", "seeds")
     optional = ("preprocess", "transforms", "swaps")
@@ -305,6 +351,9 @@ def parse_spec(
         evaluation=Evaluation(**{"protocols": (), "eps": (), **ev}), description=str(desc),
         output_dir=dirs["output_dir"], data_root=dirs["data_root"], quick=quick,
     )  # fmt: skip
+    P.plain_json(spec.training, "training", ctx)
+    P.plain_json(spec.evaluation.config(), "evaluation", ctx)
+    _check_grid_size(spec, ctx)
     # combinations are checked on the entries that parsed, so one run reports everything
     C.check_combinations(spec, ctx)
     if quick is not None:
@@ -317,59 +366,18 @@ def parse_spec(
     return spec
 
 
+def _check_grid_size(spec: Spec, ctx: P.Ctx) -> None:
+    """Refuse a grid over :data:`MAX_GRID_CELLS` before anything expands it."""
+    for label, s in (("grid", spec), ("quick.grid", spec.resolved(True) if spec.quick else None)):
+        n = 0 if s is None else s.grid.size()
+        if n > MAX_GRID_CELLS:
+            ctx.err(label, f"the grid has {n:,} cells (the product of its axes, before "
+                    f"exclude); at most {MAX_GRID_CELLS:,}: use include blocks or split the "
+                    "spec")  # fmt: skip
+            raise SpecError(ctx.errors)
+
+
 # --------------------------------------------------------------------------- sections
-
-
-def _evaluation(node: Any, path: str, ctx: P.Ctx, partial: bool) -> dict[str, Any]:
-    m = P.mapping(node, path, ctx)
-    if m is None:
-        return {}
-    P.check_keys(m, _EVAL_KEYS, path, ctx, required=() if partial else ("eps",))
-    out: dict[str, Any] = {}
-    if "protocols" in m or not partial:
-        kp = P.join(path, "protocols")
-        raw = m.get("protocols", ["seed", "adaptive"])
-        entries: list[Entry] = []
-        for i, item in enumerate(P.listing(raw, kp, ctx) or []):
-            cfg = S.protocol_entry(item, P.join(kp, i), ctx)
-            if cfg is None:
-                continue
-            if any(e.name == cfg["name"] for e in entries):
-                ctx.err(P.join(kp, i), f"protocol {P.show(cfg['name'])} is listed twice")
-                continue
-            entries.append(Entry(cfg, P.join(kp, i)))
-        out["protocols"] = tuple(entries)
-    if "eps" in m:
-        raw_eps = m["eps"] if isinstance(m["eps"], list) else [m["eps"]]
-        ep = P.join(path, "eps")
-        eps: list[float] = []
-        if not raw_eps:
-            ctx.err(ep, "expected a number >= 0 or a non-empty list of them")
-        for i, e in enumerate(raw_eps):
-            v = P.ranged("eps", e, P.join(ep, i) if isinstance(m["eps"], list) else ep, ctx)
-            if v is not None and v in eps:
-                ctx.err(P.join(ep, i), f"duplicate eps {v:g}")
-            elif v is not None:
-                eps.append(v)
-        out["eps"] = tuple(eps)
-    if "norm" in m:
-        try:
-            out["norm"] = canonical_norm(str(m["norm"]))
-        except ValueError:
-            ctx.err(P.join(path, "norm"), f"expected linf or l2, got {P.show(m['norm'])}")
-    if "n" in m:
-        out["n"] = None if m["n"] is None else P.ranged("n", m["n"], P.join(path, "n"), ctx)
-    if "batch_size" in m:
-        out["batch_size"] = P.ranged("batch_size", m["batch_size"], P.join(path, "batch_size"), ctx)
-    if "diagnostics" in m:
-        dp = P.join(path, "diagnostics")
-        out["diagnostics"] = X.diagnostics_section(m["diagnostics"], dp, ctx)
-    for k in ("fast", "masking"):
-        if k in m:
-            if not isinstance(m[k], bool):
-                ctx.err(P.join(path, k), f"expected true or false, got {P.show(m[k])}")
-            out[k] = bool(m[k])
-    return out
 
 
 def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] | None:
@@ -383,7 +391,9 @@ def _quick(node: Any, path: str, ctx: P.Ctx, base_grid: Any) -> dict[str, Any] |
     if "training" in m:
         out["training"] = S.training_section(m["training"], P.join(path, "training"), ctx) or {}
     if "evaluation" in m:
-        out["evaluation"] = _evaluation(m["evaluation"], P.join(path, "evaluation"), ctx, True)
+        out["evaluation"] = S.evaluation_section(
+            m["evaluation"], P.join(path, "evaluation"), ctx, True
+        )
     return out
 
 
@@ -391,7 +401,7 @@ def spec_summary(spec: Spec, quick: bool = False) -> Mapping[str, Any]:
     """Counts per axis and the number of cells (for ``robustact run --dry-run``)."""
     s = spec.resolved(quick)
     g = s.grid
-    counts = {grid_key: len(g.axis(key)) for key, grid_key in AXES}
+    counts = {a.grid_key: len(g.axis(a.key)) for a in AXES}
     return {
         "name": s.name, **counts, "include": len(g.include), "cells": len(s.cells()),
         "protocols": [p.name for p in s.evaluation.protocols], "eps": list(s.evaluation.eps),
