@@ -25,10 +25,10 @@ def test_registry_order_and_probes() -> None:
     assert list(CHECKS) == [
         "zero_gradient", "cap_saturation", "fgsm_beats_pgd", "more_steps_help",
         "bpda_beats_plain", "eot_beats_single", "gradient_free_beats", "large_eps_accuracy",
-        "stochastic_predictions",
+        "stochastic_predictions", "gradient_health",
     ]  # fmt: skip
     assert {c.name for c in CHECKS.values() if c.probe} == {
-        "zero_gradient", "cap_saturation", "stochastic_predictions"
+        "zero_gradient", "cap_saturation", "stochastic_predictions", "gradient_health"
     }  # fmt: skip
 
 

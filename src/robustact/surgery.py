@@ -12,8 +12,7 @@ import copy
 import fnmatch
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,9 +24,9 @@ from robustact.activations import (
     BReLU,
     DReLU,
     SReLU,
-    StraightThroughMixin,
     make_activation,
 )
+from robustact.bpda import register_bpda, straight_through
 from robustact.models._record import record_edit, register_edit
 
 __all__ = [
@@ -40,6 +39,7 @@ __all__ = [
     "insert_capped_layer",
     "is_stochastic",
     "record_io",
+    "register_bpda",
     "replace_activations",
     "straight_through",
 ]
@@ -358,31 +358,6 @@ def _conv_like(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
-@contextmanager
-def straight_through(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside this block, caps and random gates back-propagate adaptively (BPDA).
-
-    Every S-ReLU / D-ReLU keeps its capped forward but back-propagates as a ReLU;
-    every BReLU keeps its random forward but back-propagates through its expectation;
-    any other :class:`~robustact.activations.StraightThroughMixin` module (e.g. input
-    preprocessing defences) switches to its declared surrogate gradient. Forward
-    values are unchanged. The previous flags are restored on exit, exceptions too.
-
-    Yields:
-        ``model`` itself.
-    """
-    saved = [
-        (m, m.straight_through) for m in model.modules() if isinstance(m, StraightThroughMixin)
-    ]
-    try:
-        for m, _ in saved:
-            m.straight_through = True
-        yield model
-    finally:
-        for m, flag in saved:
-            m.straight_through = flag
-
-
 def find_caps(model: nn.Module) -> list[tuple[str, SReLU | DReLU]]:
     """Every S-ReLU and D-ReLU of ``model`` as ``(dotted_name, module)``."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, SReLU | DReLU)]
@@ -394,9 +369,32 @@ def find_stochastic(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if getattr(m, "stochastic", False) is True]
 
 
-def is_stochastic(model: nn.Module) -> bool:
-    """True when two eval-mode forward passes of ``model`` can differ."""
-    return bool(find_stochastic(model))
+def is_stochastic(model: nn.Module, x: Tensor | None = None) -> bool:
+    """True when two eval-mode forward passes of ``model`` can differ.
+
+    A module exposing ``stochastic = True`` (BReLU, noise defences) is a hint that settles
+    it without running anything. Otherwise, given a batch ``x`` (N, ...), the model is run
+    twice on it in eval mode (as AutoAttack's randomness check does), inside a forked RNG
+    so the caller's random stream is untouched; any difference beyond float noise
+    (1e-6 relative) makes it stochastic, whatever its modules are. Without ``x`` only the
+    hint is used.
+    """
+    if find_stochastic(model):
+        return True
+    if x is None:
+        return False
+    was_training = model.training
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            a, b = model(x), model(x)
+    finally:
+        model.train(was_training)
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise ValueError("is_stochastic: the model must return one tensor of logits")
+    scale = 1.0 + float(a.detach().abs().nan_to_num(0.0, 0.0, 0.0).amax()) if a.numel() else 1.0
+    return not torch.allclose(a, b, rtol=0.0, atol=1e-6 * scale, equal_nan=True)
 
 
 @dataclass(frozen=True)

@@ -44,25 +44,31 @@ def check_eot(eot: object) -> EotSpec:
     return eot
 
 
-def resolve_eot(model: nn.Module, eot: EotSpec, samples: int = DEFAULT_EOT) -> int:
+def resolve_eot(
+    model: nn.Module, eot: EotSpec, samples: int = DEFAULT_EOT, x: Tensor | None = None
+) -> int:
     """The EOT count ``eot`` means on ``model``: ``"auto"`` is ``samples`` (default
-    :data:`DEFAULT_EOT`) when ``surgery.is_stochastic(model)``, else 1; an int is itself."""
+    :data:`DEFAULT_EOT`) when ``surgery.is_stochastic(model, x)`` (by behaviour on the
+    batch ``x`` when given), else 1; an int is itself."""
     if check_eot(eot) == "auto":
-        return samples if is_stochastic(model) else 1
+        return samples if is_stochastic(model, x) else 1
     return int(eot)
 
 
 @contextmanager
-def bpda_scope(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+def bpda_scope(
+    model: nn.Module, enabled: bool = True, x: Tensor | None = None
+) -> Iterator[nn.Module]:
     """Straight-through (BPDA) gradients inside the block when ``enabled``; the one place
-    attacks (and gradient diagnostics) apply :func:`robustact.surgery.straight_through`.
+    attacks (and gradient diagnostics) apply :func:`robustact.surgery.straight_through`
+    (with the batch ``x``, modules detected as flat by behaviour are included).
 
     Forward values never change (the straight-through forwards are bit-exact).
     """
     if not enabled:
         yield model
         return
-    with straight_through(model):
+    with straight_through(model, x):
         yield model
 
 
@@ -107,15 +113,16 @@ class Adaptive(Attack):
             return self.attack
         return self.attack if own == k else self.attack.with_params(eot=k)
 
-    def resolved(self, model: nn.Module) -> Attack:
-        """The wrapped attack as it runs on ``model`` (its EOT count decided)."""
+    def resolved(self, model: nn.Module, x: Tensor | None = None) -> Attack:
+        """The wrapped attack as it runs on ``model`` (its EOT count decided, by behaviour
+        on the batch ``x`` when given)."""
         if self.eot == "auto":
-            return self._with_eot(resolve_eot(model, "auto"))
+            return self._with_eot(resolve_eot(model, "auto", x=x))
         return self.attack
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
-        inner = self.resolved(model)
-        with bpda_scope(model, self.bpda):
+        inner = self.resolved(model, x)
+        with bpda_scope(model, self.bpda, x):
             res = inner._execute(model, x, y, need_success=self._need_success)
         eot = inner.hyperparameters().get("eot", 1)
         return replace(res, info={**res.info, "bpda": self.bpda, "eot": eot})

@@ -10,6 +10,7 @@ from typing import Any
 from robustact._registry import Registry
 from robustact.attacks.adaptive import DEFAULT_EOT
 from robustact.attacks.threat import canonical_norm
+from robustact.evaluate.health import Escalation
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
 
 __all__ = ["PROTOCOLS", "get_protocol", "list_protocols"]
@@ -124,6 +125,16 @@ def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
             eot="auto",
         ),
         _entry("Square+EOT", "square", queries=300 if fast else 5000, p_init=0.8, eot="auto"),
+        ProtocolEntry(
+            label="Escalation",
+            attack=Escalation,
+            kwargs=(
+                {"square_queries": 300, "max_square_queries": 1200, "spsa_iterations": 20}
+                if fast
+                else {}
+            ),
+            eot="auto",
+        ),
     )
     return Protocol(
         "adaptive",

@@ -26,12 +26,16 @@ more_steps_help        acc(PGD-k) − acc(PGD-10k) (Carlini et al. 2019: increas
                        "unconverged attack")
 bpda_beats_plain       acc(PGD) − acc(PGD with BPDA through caps) (Athalye 2018)  0.01
 eot_beats_single       acc(PGD) − acc(PGD with EOT) (Athalye et al. 2018 §4.1)    0.01
-gradient_free_beats    fraction of all points that Square breaks among those     0.002 and
-                       every gradient attack left correct (Carlini et al. 2019   4/n (more
-                       §"gradient-free attacks"; Croce & Hein 2020)              than 4 points)
+gradient_free_beats    fraction of all points that Square, then the escalation    0.002 and
+                       (``evaluate.health.Escalation``: transfer, growing Square, 4/n (more
+                       SPSA) break among those every gradient attack left        than 4 points)
+                       correct (Carlini et al. 2019; Croce & Hein 2020)
 large_eps_accuracy     plain PGD-10 accuracy at a large eps (0.5 Linf; 0.5·sqrt(d) 0.1
                        L2), or the largest rise along the security curve
                        (Carlini et al. 2019 "accuracy should reach 0")
+gradient_health        fraction of inputs whose CE gradient underflows while the  0.05
+                       margin gradient does not, or is non-finite
+                       (``evaluate.health.gradient_health``)
 stochastic_predictions fraction of inputs whose prediction changes between        0.0
                        forward passes (robustbench's randomised-defence flag)
 =====================  =========================================================  ==========
@@ -53,9 +57,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from robustact.activations import StraightThroughMixin
 from robustact.attacks import DEFAULT_EOT
 from robustact.attacks.threat import canonical_norm
+from robustact.bpda import bpda_modules
 from robustact.evaluate.masking_checks import CHECKS, Probe
 from robustact.evaluate.masking_result import MaskingCheck, MaskingReport, Verdict
 from robustact.surgery import is_stochastic
@@ -74,6 +78,7 @@ THRESHOLDS: dict[str, float] = {
     "gradient_free_min_points": 4,
     "large_eps_accuracy": 0.1,
     "stochastic_predictions": 0.0,
+    "gradient_health": 0.05,
     # verdict rule
     "masked_gap": 0.05,
     "masked_zero_gradient": 0.5,
@@ -159,10 +164,10 @@ def masking_report(
         )
     th = _thresholds(thresholds, x.shape[0])
     norm = canonical_norm(norm)
-    stochastic = is_stochastic(model)
+    stochastic = is_stochastic(model, x)  # by behaviour: two eval passes differ
     p = Probe(
         model, x, y, float(eps), norm, seed, fast, stochastic,
-        has_st=any(isinstance(m, StraightThroughMixin) for m in model.modules()),
+        has_st=bool(bpda_modules(model, x)),  # built-in, registered or detected as flat
         eot=eot_samples if eot_samples is not None else DEFAULT_EOT,
         passes=(passes if passes is not None else 10) if stochastic else 1,
         long_steps=30 if fast else 100, queries=150 if fast else 1000,
@@ -185,6 +190,7 @@ def masking_report(
         f"straight-through modules: {p.has_st}",
         "security curve: " + ", ".join(f"eps {e:g}: {100 * a:.1f}%" for e, a in p.curve),
         "seconds: " + ", ".join(f"{k_} {v:.1f}" for k_, v in p.timing.items()),
+        *p.notes,
     ]
     return MaskingReport(
         verdict=verdict, reason=reason, checks=checks, accuracies=p.acc,

@@ -69,6 +69,7 @@ class Probe:
     acc: dict[str, float] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     curve: list[tuple[float, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def correct_prob(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-point fraction (N,) of ``passes`` forward passes that classify correctly."""
@@ -237,9 +238,28 @@ def gradient_free_beats(p: Probe) -> float:
     if bool(surv.any()):
         pc = p.correct_prob(p.attack(square, p.x[surv], p.y[surv]), p.y[surv])
         gain = float((grad_min[surv] - pc).sum()) / p.x.shape[0]
+        gain += _escalate(p, p.x[surv][pc > 0.5], p.y[surv][pc > 0.5], pc[pc > 0.5], sq_eot)
     p.acc[f"gradient worst case+{square.label}"] = p.acc["gradient worst case"] - gain
     p.timing[square.label] = time.perf_counter() - t0
     return gain
+
+
+def _escalate(p: Probe, x: Tensor, y: Tensor, before: Tensor, eot: int) -> float:
+    """The escalation (``evaluate.health.Escalation``: transfer, growing Square, SPSA) on
+    the points Square left; its per-stage counts go to ``p.notes``. Returns its gain as a
+    fraction of all points."""
+    from robustact.evaluate.health import Escalation
+
+    if x.shape[0] == 0:
+        p.notes.append("escalation after Square: not needed")
+        return 0.0
+    budget = (150, 600, 20) if p.fast else (1000, 8000, 50)
+    esc = Escalation(eps=p.eps, norm=p.norm, eot=eot, seed=p.seed, square_queries=budget[0],
+                     max_square_queries=budget[1], spsa_iterations=budget[2])  # fmt: skip
+    after = p.correct_prob(esc(p.model, x, y), y)
+    p.model.eval()
+    p.notes.append("escalation after Square: " + "; ".join(esc.notes))
+    return float((before - after).sum()) / p.x.shape[0]
 
 
 def large_eps(norm: str, x: Tensor) -> float:
@@ -269,3 +289,16 @@ def stochastic_predictions(p: Probe) -> float | None:
     with torch.no_grad():
         preds = torch.stack([p.model(p.x).argmax(1) for _ in range(10)])
     return float((preds != preds[:1]).any(dim=0).float().mean())
+
+
+@check("gradient_health", f"{_CROCE}; {_PINTOR}",
+       "inputs whose CE gradient underflows (saturated softmax) or is non-finite",
+       probe=True)  # fmt: skip
+def gradient_health(p: Probe) -> float:
+    """Fraction of inputs whose CE input gradient is zero while the margin gradient is not,
+    or whose gradient is non-finite (``evaluate.health.gradient_health``)."""
+    from robustact.evaluate.health import gradient_health as health
+
+    h = health(p.model, p.x, p.y)
+    p.notes.append(h.line())
+    return float((h.nonfinite | h.underflow).float().mean())

@@ -19,9 +19,12 @@ A :class:`Protocol` is a name, a threat model (eps, norm) and an ordered tuple o
     BPDA through caps (gradient attacks wrapped in ``attacks.Adaptive(bpda=True)``), EOT over
     stochastic layers (``eot="auto"``: ``eot_samples`` passes, default
     ``attacks.DEFAULT_EOT`` = 20, when ``surgery.is_stochastic(model)``, else 1), CE / DLR /
-    margin losses, APGD-T, PGD-margin with restarts and gradient-free Square (with EOT);
-    AutoAttack-style cascade. DLR needs at least 3 classes and APGD-T at least 4 (as in
-    AutoAttack).
+    margin losses, APGD-T, PGD-margin with restarts and gradient-free Square (with EOT),
+    then ``evaluate.health.Escalation`` on the survivors (transfer from a derived
+    surrogate, Square rounds with doubling budgets, SPSA); AutoAttack-style cascade.
+    Randomness and BPDA are decided by behaviour on each batch (``surgery.is_stochastic
+    (model, x)``, ``bpda.find_flat_modules``) as well as by the built-in layers. DLR needs
+    at least 3 classes and APGD-T at least 4 (as in AutoAttack).
 ``autoattack``
     AutoAttack's standard version (Croce & Hein 2020, ``version='standard'``): APGD-CE,
     APGD-T (DLR, 9 targets), FAB-T (9 targets, one 100-step run each from the clean point,
@@ -45,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from robustact.attacks import Attack, list_attacks
 from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, check_eot, resolve_eot
@@ -117,16 +120,24 @@ class ProtocolEntry:
     eot: int | Literal["auto"] = 1
     own_threat: bool = False
 
-    def resolve_eot(self, model: nn.Module, eot_samples: int = DEFAULT_EOT) -> int:
-        """The EOT count this entry uses on ``model``."""
-        return resolve_eot(model, self.eot, eot_samples)
+    def resolve_eot(
+        self, model: nn.Module, eot_samples: int = DEFAULT_EOT, x: Tensor | None = None
+    ) -> int:
+        """The EOT count this entry uses on ``model`` (randomness tested on batch ``x``)."""
+        return resolve_eot(model, self.eot, eot_samples, x)
 
     def build(
-        self, model: nn.Module, eps: float, norm: str, eot_samples: int = DEFAULT_EOT
+        self,
+        model: nn.Module,
+        eps: float,
+        norm: str,
+        eot_samples: int = DEFAULT_EOT,
+        x: Tensor | None = None,
     ) -> Attack:
         """The complete attack for ``model`` under the protocol's threat model: the EOT
-        count resolved on ``model`` and, when the entry asks for BPDA or EOT, wrapped in
-        :class:`~robustact.attacks.Adaptive`, so callers just run it."""
+        count resolved on ``model`` (by behaviour on the batch ``x`` when given) and, when
+        the entry asks for BPDA or EOT, wrapped in :class:`~robustact.attacks.Adaptive`,
+        so callers just run it."""
         cls = _attack_class(self.attack)
         params = _params(cls)
         kw = dict(self.kwargs)
@@ -134,7 +145,7 @@ class ProtocolEntry:
             kw["eps"] = eps
             if "norm" in params:
                 kw["norm"] = norm
-        eot = self.resolve_eot(model, eot_samples)
+        eot = self.resolve_eot(model, eot_samples, x)
         if "eot" in params:
             kw["eot"] = eot
         elif eot > 1:

@@ -88,7 +88,7 @@ def run_entry(
     Returns:
         ``(x_adv (N, ...), the attack)``; the model is left in eval mode.
     """
-    attack = entry.build(model, eps, norm, eot_samples)
+    attack = entry.build(model, eps, norm, eot_samples, x)  # x: randomness by behaviour
     x_adv = attack(model, x, y)
     model.eval()
     return x_adv, attack
@@ -136,9 +136,9 @@ def run_protocol_batch(
             if counts:
                 robust &= ~(attacked & (a_pred != y))
             if attack is None:  # no point to attack: build it only to describe it
-                attack = entry.build(model, protocol.eps, protocol.norm, protocol.eot_samples)
+                attack = entry.build(model, protocol.eps, protocol.norm, protocol.eot_samples, x)
             desc = {**entry.describe(), "attack_args": attack.describe()}
-            desc["eot"] = entry.resolve_eot(model, protocol.eot_samples)
+            desc["eot"] = entry.resolve_eot(model, protocol.eot_samples, x)
             outs.append(
                 AttackOutcome(
                     label=entry.label,
@@ -211,15 +211,15 @@ def evaluate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     proto = _resolve(protocol, eps, norm, fast)
-    stochastic = is_stochastic(model)
-    r = (repeats if repeats is not None else proto.repeats) if stochastic else 1
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     ref = next(iter(model.parameters()), None)
     device = ref.device if ref is not None else torch.device("cpu")
     batches = [(bx.to(device), by.to(device).long()) for bx, by in iter_batches(x, y, batch_size)]
     if not batches:
         raise ValueError("no data to evaluate: the input was empty")
+    stochastic = is_stochastic(model, batches[0][0])  # by behaviour, not only by module flag
+    r = (repeats if repeats is not None else proto.repeats) if stochastic else 1
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     devices = [device] if device.type == "cuda" else []
     rng = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()
     t0 = time.perf_counter()
