@@ -150,6 +150,7 @@ def test_html_renders_in_headless_chromium(report: dict[str, Path], tmp_path: Pa
         f"--user-data-dir={tmp_path / 'profile'}",
         "--window-size=1200,2000",
     ]
+    narrow = [*flags[:-1], "--window-size=1280,2000"]
     url = report["html"].resolve().as_uri()
     res = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -158,6 +159,8 @@ def test_html_renders_in_headless_chromium(report: dict[str, Path], tmp_path: Pa
     assert 'data-images-loaded="5"' in dom and 'data-images-total="5"' in dom, dom[:300]
     assert 'data-tables-visible="3"' in dom  # summary + seed + adaptive rank tables
     assert '<td class="best">80.12 (1.40)</td>' in dom
+    res = subprocess.run([*narrow, "--dump-dom", url], capture_output=True, text=True, timeout=90)
+    assert 'data-overflow-px="0"' in res.stdout  # fits a 1280 px window: no sideways scroll
     shot = tmp_path / "shot.png"
     res = subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=90)
     assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -28,14 +28,17 @@ from robustact.report.tables import (
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
-       color: #1b1f24; max-width: 1500px; }
+       color: #1b1f24; max-width: 1200px; }
 h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; } h3 { font-size: 15px; }
 .meta { color: #57606a; font-size: 12px; }
-.side { display: flex; flex-wrap: wrap; gap: 28px; align-items: flex-start; }
-.side > section { flex: 1 1 420px; min-width: 0; overflow-x: auto; }
-table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid #d0d7de; padding: 3px 9px; text-align: right;
+.side > section { margin-bottom: 18px; }
+table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums;
+        max-width: 100%; }
+th, td { border-bottom: 1px solid #d0d7de; padding: 3px 7px; text-align: right;
          white-space: nowrap; }
+th { white-space: normal; overflow-wrap: break-word; vertical-align: bottom; }
+td.lab { white-space: normal; overflow-wrap: break-word; }
+@media print { body { max-width: none; margin: 0; } figure { break-inside: avoid; } }
 th { background: #f6f8fa; border-top: 2px solid #57606a; }
 td.lab, th.lab { text-align: left; }
 tr.avg td { border-top: 2px solid #57606a; font-style: italic; }
@@ -43,7 +46,7 @@ td.best { font-weight: 700; }
 .verdict { padding: 1px 7px; border-radius: 9px; font-weight: 600; color: #fff; }
 .verdict-bad { background: #cf222e; } .verdict-warn { background: #bf8700; }
 .verdict-good { background: #1a7f37; } .verdict-unknown { background: #6e7781; }
-.flags { color: #cf222e; font-size: 12px; }
+.flags { color: #cf222e; font-size: 12px; white-space: normal; }
 pre.stats { white-space: pre-wrap; background: #f6f8fa; padding: 8px 10px; font-size: 12px; }
 figure { display: inline-block; margin: 10px 18px 10px 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; }
@@ -64,6 +67,13 @@ window.addEventListener("load", function () {
     if (tables[j].offsetWidth > 0 && tables[j].offsetHeight > 0) { shown++; }
   }
   document.documentElement.setAttribute("data-tables-visible", String(shown));
+  // widest element beyond the viewport (0: nothing needs a horizontal scroll)
+  var over = 0, all = document.body.getElementsByTagName("*"), vw = window.innerWidth;
+  for (var k = 0; k < all.length; k++) {
+    var r = all[k].getBoundingClientRect();
+    over = Math.max(over, Math.ceil(r.right - vw), all[k].scrollWidth - all[k].clientWidth);
+  }
+  document.documentElement.setAttribute("data-overflow-px", String(Math.max(0, over)));
 });
 """
 
