@@ -68,7 +68,7 @@ class Task:
     _display: Any = field(default=None, repr=False)
     _id: Any = field(default=None, repr=False)
 
-    def advance(self, n: float = 1.0, **fields: str) -> None:
+    def advance(self, n: float = 1.0, **fields: Any) -> None:
         """Count ``n`` more units done; ``fields`` update the row's status text."""
         self.completed += n
         if self._display is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustact.activations import cap_parameters
+from robustact.progress import Task, progress_enabled, task
 from robustact.train._batches import Batches, epoch_seed
 from robustact.train.checkpoint import (
     CheckpointError,
@@ -80,29 +81,11 @@ def _val_attack(config: TrainConfig) -> Any:
 
 
 @contextmanager
-def _progress(enabled: bool, total_epochs: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    cols = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
-    )  # fmt: skip
-    with Progress(*cols, transient=False, refresh_per_second=4) as bar:
-        yield bar
-
-
-def _fmt(metrics: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+def _progress(enabled: bool, total_epochs: int) -> Iterator[Task]:
+    """The run's row in the shared progress display (epochs, with the run's ETA); silent
+    when ``config.progress`` is off, off a terminal, or on a non-writer DDP rank."""
+    with progress_enabled(None if enabled else False), task("training", total=total_epochs) as t:
+        yield t
 
 
 class DivergenceError(FloatingPointError):
@@ -124,8 +107,8 @@ class _Run:
     val_attack: Any
     config: TrainConfig
     strategy: Strategy
-    bar: Any = None
-    task: Any = None
+    bar: Task | None = None
+    batches: Task | None = None
 
 
 def fit(
@@ -276,7 +259,6 @@ def _epochs(
     show = config.progress and dist.is_writer
     with torch.random.fork_rng(devices=devices), _progress(show, config.epochs) as bar:
         run.bar = bar
-        run.task = None if bar is None else bar.add_task("epoch", total=len(run.train), metrics="")
         for epoch in range(start, config.epochs):
             # all randomness of an epoch derives from (seed, epoch): resumption is exact
             torch.manual_seed(dist.seed(config.seed, epoch))
@@ -337,8 +319,8 @@ def _train_steps(run: _Run, epoch: int) -> dict[str, float]:
         seen["loss"].append(loss.detach())
         for k, v in metrics.items():
             seen.setdefault(k, []).append(v)
-        if run.bar is not None and (i + 1) % every == 0:
-            run.bar.update(run.task, completed=i + 1, metrics=_fmt(batch_means(seen, sizes)))
+        if run.batches is not None and (i + 1) % every == 0:
+            run.batches.advance(every, **batch_means(seen, sizes))
     return run.strategy.reduce_means(batch_means(seen, sizes), sum(sizes), train.device)
 
 
@@ -349,10 +331,10 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     run.objective.on_epoch_start(epoch, config.epochs)
     lrs = current_lrs(run.optimizer)  # the rates this epoch starts with
-    if run.bar is not None:
-        run.bar.reset(run.task, total=len(run.train),
-                      description=f"epoch {epoch + 1}/{config.epochs}")  # fmt: skip
-    record: dict[str, Any] = {"epoch": epoch, **_train_steps(run, epoch)}
+    with task(f"epoch {epoch + 1}/{config.epochs}", total=len(run.train), transient=True) as b:
+        run.batches = b
+        record: dict[str, Any] = {"epoch": epoch, **_train_steps(run, epoch)}
+        run.batches = None
     if not math.isfinite(record["loss"]):
         raise DivergenceError(
             f"training diverged: the loss became {record['loss']} in epoch {epoch}; lower "
@@ -374,10 +356,8 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     if run.strategy.world_size > 1:
         record["world_size"] = run.strategy.world_size
     if run.bar is not None:
-        shown: dict[str, Any] = {
-            k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record
-        }
-        run.bar.update(run.task, completed=len(run.train), metrics=_fmt(shown))
+        shown = {k: record[k] for k in ("loss", "acc", "val_loss", "val_acc") if k in record}
+        run.bar.advance(1, **shown)
     return record
 
 
