@@ -33,6 +33,7 @@ from robustact.evaluate.metrics import (
     summarise_repeats,
 )
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
+from robustact.progress import Task, task
 from robustact.surgery import is_stochastic
 
 __all__ = ["evaluate", "iter_batches", "run_entry", "run_protocol_batch"]
@@ -95,9 +96,10 @@ def run_entry(
 
 
 def run_protocol_batch(
-    model: nn.Module, x: Tensor, y: Tensor, protocol: Protocol
+    model: nn.Module, x: Tensor, y: Tensor, protocol: Protocol, row: Task | None = None
 ) -> tuple[CleanOutcome, list[AttackOutcome], int]:
-    """Run every attack of ``protocol`` on one batch.
+    """Run every attack of ``protocol`` on one batch (``row``: a progress row advanced
+    once per attack).
 
     Returns:
         ``(clean outcome, attack outcomes, number of classes)``; tensors on the CPU.
@@ -153,6 +155,8 @@ def run_protocol_batch(
                     counts=counts,
                 )
             )
+            if row is not None:
+                row.advance(1, attack=entry.label)
     finally:
         model.train(was_training)
     return clean, outs, k
@@ -228,12 +232,14 @@ def evaluate(
     with rng:
         if seed is not None:
             torch.manual_seed(int(seed))
-        for _ in range(r):
-            parts = []
-            for bx, by in batches:
-                c, a, num_classes = run_protocol_batch(model, bx, by, proto)
-                parts.append((c, a))
-            runs.append(cat_outcomes(parts))
+        units = r * len(batches) * len(proto.entries)  # attacks x batches (x repeats)
+        with task(f"{proto.name} eps={proto.eps:g}", total=units, transient=True) as row:
+            for _ in range(r):
+                parts = []
+                for bx, by in batches:
+                    c, a, num_classes = run_protocol_batch(model, bx, by, proto, row)
+                    parts.append((c, a))
+                runs.append(cat_outcomes(parts))
     seconds = time.perf_counter() - t0
     notes = proto.lines()[1:]
     skipped = [e.label for e in proto.entries if e.own_threat]

@@ -121,8 +121,7 @@ def _evaluations(
             run = proto if i == 0 else _once(proto)
             if run is None:
                 continue
-            with task(f"{run.name} eps={run.eps:g}", total=None, transient=True):
-                res = evaluate(model, x, y, protocol=run, batch_size=batch_size, seed=seed)
+            res = evaluate(model, x, y, protocol=run, batch_size=batch_size, seed=seed)
             results.append(res)
             rows += res.rows(with_clean=i == 0)
             progress.advance(status=f"{run.name} eps={run.eps:g}")
