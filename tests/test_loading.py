@@ -158,3 +158,20 @@ def test_cli_model_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_writes_a_robustbench_entry(net: nn.Module, tmp_path: Path) -> None:
+    import json
+
+    from robustact.cli import main
+
+    torch.save(net.state_dict(), tmp_path / "my.pt")
+    entry = tmp_path / "rb.json"
+    argv = ["evaluate", "--model", SPEC, "--weights", str(tmp_path / "my.pt"), "--dataset",
+            "digits", "--eps", "8/255", "--protocol", "autoattack", "--n", "10", "--brief",
+            "--robustbench", str(entry)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads(entry.read_text())
+    assert data["eps"] == "8/255" and data["n_examples"] == 10 and data["threat_model"] == "Linf"
+    assert float(data["autoattack_acc"]) <= float(data["clean_acc"])
+    assert main([*argv[:-2], "--fast", "--robustbench", str(entry)]) == 2

@@ -125,6 +125,7 @@ OUTPUT_PATHS: dict[tuple[str, str], str] = {
     ("attack", "out"): "file",
     ("attack", "json"): "file",
     ("evaluate", "json"): "file",
+    ("evaluate", "robustbench"): "file",
     ("diagnose", "out"): "dir",
     ("run", "output_dir"): "dir",
     ("report", "out"): "dir",

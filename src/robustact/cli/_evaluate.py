@@ -60,6 +60,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--masking-n", type=int, default=200, help="points for the masking report (200)")
     p.add_argument("--brief", action="store_true", help="only the side-by-side summary")
     p.add_argument("--json", help="write every result here (.json; - for stdout)")
+    p.add_argument(
+        "--robustbench",
+        metavar="FILE",
+        help="also write a RobustBench-style model entry (.json) from the autoattack run "
+        "(needs --protocol autoattack or autoattack-rand, without --fast)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser(
@@ -154,6 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     eps_list = [check_eps(e) for e in dict.fromkeys(args.eps)]
     for name in args.protocol:
         get_protocol(name, eps=eps_list[0], norm=norm, fast=args.fast)  # unknown names fail now
+    _check_robustbench(args)
     if args.batch_size < 1 or args.masking_n < 1:
         raise CLIError("--batch-size and --masking-n must be >= 1")
     model, meta, ckpt = model_from_args(args, device)
@@ -174,6 +181,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             con.print(rep.to_table())
     for eps, rep in masking.items():
         con.print(f"masking verdict at eps={eps:g}: {rep.verdict.upper()} ({rep.reason})")
+    if args.robustbench:
+        _write_robustbench(args, suite, meta, data_desc)
     if args.json:
         d = suite.to_dict()
         write_json_or_stdout(args.json, {
@@ -181,6 +190,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "masking": d["masking"], "rows": _json_rows(suite, meta, data_desc),
         })  # fmt: skip
     return 0
+
+
+def _check_robustbench(args: argparse.Namespace) -> None:
+    if args.robustbench and not {"autoattack", "autoattack-rand"} & set(args.protocol):
+        raise CLIError("--robustbench needs --protocol autoattack (or autoattack-rand)")
+    if args.robustbench and args.fast:
+        raise CLIError("--robustbench needs the full AutoAttack budget: drop --fast")
+
+
+def _write_robustbench(args: argparse.Namespace, suite: Any, meta: Any, data_desc: str) -> None:
+    """One RobustBench entry per autoattack eps, from the suite's autoattack results."""
+    from robustact.evaluate.robustbench import robustbench_entry
+
+    entries = [
+        robustbench_entry(r, name=model_label(meta), dataset=data_desc.split(" ", 1)[0])
+        for r in suite.evaluations
+        if r.protocol in ("autoattack", "autoattack-rand")
+    ]
+    write_json_or_stdout(args.robustbench, entries[0] if len(entries) == 1 else entries)
 
 
 # --------------------------------------------------------------------------- diagnose
