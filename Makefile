@@ -10,7 +10,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 RUNTIME := $(VENV)/.robustact-runtime
 DEV := $(VENV)/.robustact-dev
 
-.PHONY: demo test lint typecheck pytest install install-dev clean bench
+.PHONY: demo test test-all lint typecheck pytest pytest-all install install-dev clean bench
 
 install: $(RUNTIME)
 install-dev: $(DEV)
@@ -37,10 +37,17 @@ lint: $(DEV)
 typecheck: $(DEV)
 	$(VENV)/bin/mypy
 
+# make test: everything but the tests marked heavy (minutes each), to stay under 10 minutes
+# on 2 cores; make test-all runs those too.
 pytest: $(DEV)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not heavy"
+
+pytest-all: $(DEV)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
+
+test-all: lint typecheck pytest-all
 
 bench: $(DEV)
 	$(PY) benchmarks/attacks.py

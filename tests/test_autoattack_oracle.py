@@ -144,6 +144,7 @@ def test_fab_t_matches_official(which: str, data: Data, request: pytest.FixtureR
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("which", ["natural", "trained"])
 def test_autoattack_matches_official(
     which: str, data: Data, request: pytest.FixtureRequest

@@ -167,6 +167,7 @@ def _cli_denied(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_read_only_store_can_be_reported_and_is_refused_by_run(
     read_only_dir: Path, tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ def _cli(*args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_two_concurrent_runs_compute_each_cell_once(tmp_path: Path) -> None:
     spec_file = tmp_path / "b.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_doc()))

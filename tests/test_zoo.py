@@ -165,6 +165,7 @@ def test_escalation_says_what_found_what(trained: nn.Module, digits: Digits) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("member", zoo(), ids=lambda m: m.name)
 def test_zoo_adaptive_matches_hand_attack_and_verdicts(member, digits: Digits) -> None:  # type: ignore[no-untyped-def]
     xtr, ytr, xte, yte = digits
