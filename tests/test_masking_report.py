@@ -99,7 +99,7 @@ def test_relu_and_adversarially_trained_show_no_evidence(
 def test_report_serialises_and_renders(reports: dict[str, MaskingReport]) -> None:
     r = reports["srelu"]
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["verdict"] == "masked" and len(d["checks"]) == len(r.checks) == 9
+    assert d["verdict"] == "masked" and len(d["checks"]) == len(r.checks) == 10
     assert all(c["citation"] and c["explanation"] for c in d["checks"])
     m = r.metrics()
     assert m["masking/verdict"] == 2.0 and m["masking/bpda_beats_plain/flagged"] == 1.0
