@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact._validate import check_batch
 from robustact.attacks import Attack
 from robustact.attacks.adaptive import DEFAULT_EOT
 from robustact.evaluate.catalog import get_protocol
@@ -67,6 +68,16 @@ def iter_batches(data: Data, y: Tensor | None, batch_size: int) -> Iterator[tupl
         f"cannot evaluate on {type(data).__name__}: pass tensors x, y, a dataset with "
         ".tensors() or an iterable of (x, y) batches"
     )
+
+
+def _checked(x: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """One batch on ``device`` after the pixel contract: every point (misclassified ones
+    too) finite in [0, 1], float32-compatible; integer labels (int32 etc. widened to
+    int64), never float labels silently truncated."""
+    if isinstance(y, Tensor) and not y.is_floating_point() and y.dtype != torch.bool:
+        y = y.long()
+    check_batch(x, y)
+    return x.to(device), y.to(device)
 
 
 def _probs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -217,7 +228,7 @@ def evaluate(
     proto = _resolve(protocol, eps, norm, fast)
     ref = next(iter(model.parameters()), None)
     device = ref.device if ref is not None else torch.device("cpu")
-    batches = [(bx.to(device), by.to(device).long()) for bx, by in iter_batches(x, y, batch_size)]
+    batches = [_checked(bx, by, device) for bx, by in iter_batches(x, y, batch_size)]
     if not batches:
         raise ValueError("no data to evaluate: the input was empty")
     stochastic = is_stochastic(model, batches[0][0])  # by behaviour, not only by module flag
