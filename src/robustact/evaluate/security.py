@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from robustact.attacks.base import _check_inputs
+from robustact._validate import check_batch
 from robustact.attacks.fab import fab
 from robustact.attacks.fmn import fmn
 from robustact.attacks.threat import canonical_norm
@@ -76,7 +76,7 @@ def minimal_norms(
         attack found nothing.
     """
     norm = canonical_norm(norm)
-    _check_inputs(x, y)
+    check_batch(x, y)
     if isinstance(attack, str):
         if attack not in ("fab", "fab-t", "fmn"):
             raise ValueError(

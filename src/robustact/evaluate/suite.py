@@ -167,37 +167,33 @@ def evaluate_suite(
         raise ValueError(f"masking_n must be an int >= 1, got {masking_n!r}")
     steps = len(protocols) * len(eps) + (len(eps) if masking else 0) + (1 if diagnostics else 0)
     with task("evaluation", total=steps) as progress:
-        return _suite(model, x, y, eps, protocols, norm, fast, seed, batch_size, masking,
-                      masking_n, diagnostics, history, progress)  # fmt: skip
-
-
-def _suite(
-    model: nn.Module, x: Tensor, y: Tensor, eps: Sequence[float],
-    protocols: Sequence[ProtocolSpec], norm: str, fast: bool, seed: int, batch_size: int,
-    masking: bool, masking_n: int, diagnostics: Sequence[Mapping[str, Any] | str],
-    history: Sequence[Mapping[str, Any]], progress: Task,
-) -> SuiteResult:  # fmt: skip
-    t0 = time.perf_counter()
-    evals, rows = _evaluations(model, x, y, protocols, eps, norm, fast, seed, batch_size, progress)
-    out = SuiteResult(evals, rows=rows, seed=seed, seconds={"evaluate": time.perf_counter() - t0})
-    norm = canonical_norm(norm)
-    if masking:
         t0 = time.perf_counter()
-        m = min(len(y), masking_n)
-        for e in eps:
-            rep = masking_report(model, x[:m], y[:m], eps=float(e), norm=norm, fast=fast, seed=seed)
-            out.masking[float(e)] = rep
-            out.rows += rep.rows()
-            progress.advance(status=f"masking eps={float(e):g}")
-        out.seconds["masking"] = time.perf_counter() - t0
-    if diagnostics:
-        t0 = time.perf_counter()
-        ctx = DiagnosticContext(model, x, y, [float(e) for e in eps], norm, seed, list(history))
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            drows, out.diagnostics = run_diagnostics(ctx, diagnostics)
-        out.rows += drows
-        out.seconds["diagnostics"] = time.perf_counter() - t0
-        progress.advance(status="diagnostics")
-    return out
+        evals, rows = _evaluations(
+            model, x, y, protocols, eps, norm, fast, seed, batch_size, progress
+        )
+        out = SuiteResult(
+            evals, rows=rows, seed=seed, seconds={"evaluate": time.perf_counter() - t0}
+        )
+        norm = canonical_norm(norm)
+        if masking:
+            t0 = time.perf_counter()
+            m = min(len(y), masking_n)
+            for e in eps:
+                rep = masking_report(
+                    model, x[:m], y[:m], eps=float(e), norm=norm, fast=fast, seed=seed
+                )
+                out.masking[float(e)] = rep
+                out.rows += rep.rows()
+                progress.advance(status=f"masking eps={float(e):g}")
+            out.seconds["masking"] = time.perf_counter() - t0
+        if diagnostics:
+            t0 = time.perf_counter()
+            ctx = DiagnosticContext(model, x, y, [float(e) for e in eps], norm, seed, list(history))
+            devices = [x.device] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                drows, out.diagnostics = run_diagnostics(ctx, diagnostics)
+            out.rows += drows
+            out.seconds["diagnostics"] = time.perf_counter() - t0
+            progress.advance(status="diagnostics")
+        return out
