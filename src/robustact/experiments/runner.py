@@ -206,20 +206,35 @@ def run_spec(
             summary.results.append(r)
             update(r)
 
+        job = _Job(store_path, kwargs, workers, threads)
         while todo:
-            held = _run_batch(todo, store_path, kwargs, workers, threads, ray, record)
+            held = _run_batch(todo, job, ray, record)
             todo = _await_others(held, store_path, record, poll)
     return summary
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every cell of one run shares: the store, ``execute_cell``'s keyword arguments,
+    the number of worker processes and the torch threads of each."""
+
+    store_path: Path
+    kwargs: dict[str, Any]
+    workers: int
+    threads: int
+
+    def execute(self, c: Cell) -> CellResult:
+        return execute_cell(c.config, self.store_path, label=c.label, **self.kwargs)
+
+    def lost(self, c: Cell, why: str) -> CellResult:
+        """Record a cell whose worker vanished (killed, out of memory) as failed."""
+        with ResultStore(self.store_path) as store:
+            store.fail_cell(c.config, why, spec=self.kwargs["spec_name"])
+        return CellResult(c.cell_id, "failed", why, label=c.label)
+
+
 def _run_batch(
-    todo: Sequence[Cell],
-    store_path: Path,
-    kwargs: dict[str, Any],
-    workers: int,
-    threads: int,
-    ray: Any,
-    record: Callable[[CellResult], None],
+    todo: Sequence[Cell], job: _Job, ray: Any, record: Callable[[CellResult], None]
 ) -> list[Cell]:
     """Runs ``todo``; returns the cells it did not compute (done meanwhile, or claimed by
     a live other run) for :func:`_await_others`."""
@@ -233,13 +248,13 @@ def _run_batch(
             record(r)
 
     if ray is not None:
-        _run_ray(ray, todo, store_path, kwargs, workers, threads, collect)
-    elif workers == 1:
-        with _torch_threads(threads):
+        _run_ray(ray, todo, job, collect)
+    elif job.workers == 1:
+        with _torch_threads(job.threads):
             for c in todo:
-                collect(execute_cell(c.config, store_path, label=c.label, **kwargs))
+                collect(job.execute(c))
     else:
-        _run_pool(todo, store_path, kwargs, workers, threads, collect)
+        _run_pool(todo, job, collect)
     return held
 
 
@@ -269,25 +284,15 @@ def _await_others(
     return stale
 
 
-def _run_pool(
-    todo: Sequence[Cell],
-    store_path: Path,
-    kwargs: dict[str, Any],
-    workers: int,
-    threads: int,
-    record: Callable[[CellResult], None],
-) -> None:
+def _run_pool(todo: Sequence[Cell], job: _Job, record: Callable[[CellResult], None]) -> None:
     if not todo:
         return
     ctx = get_context("spawn")
-    n = min(workers, len(todo))
+    n = min(job.workers, len(todo))
     with ProcessPoolExecutor(
-        n, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        n, mp_context=ctx, initializer=_init_worker, initargs=(job.threads,)
     ) as pool:
-        futures: dict[Future[CellResult], Cell] = {
-            pool.submit(execute_cell, c.config, store_path, label=c.label, **kwargs): c
-            for c in todo
-        }
+        futures: dict[Future[CellResult], Cell] = {pool.submit(job.execute, c): c for c in todo}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -296,14 +301,7 @@ def _run_pool(
                 try:
                     record(f.result())
                 except BrokenProcessPool as e:
-                    record(_lost(c, store_path, kwargs, f"worker process died ({e})"))
-
-
-def _lost(c: Cell, store_path: Path, kwargs: dict[str, Any], why: str) -> CellResult:
-    """Record a cell whose worker vanished (killed, out of memory) as failed."""
-    with ResultStore(store_path) as store:
-        store.fail_cell(c.config, why, spec=kwargs["spec_name"])
-    return CellResult(c.cell_id, "failed", why, label=c.label)
+                    record(job.lost(c, f"worker process died ({e})"))
 
 
 # --------------------------------------------------------------------------- Ray
@@ -318,13 +316,7 @@ def _import_ray() -> Any:
 
 
 def _run_ray(
-    ray: Any,
-    todo: Sequence[Cell],
-    store_path: Path,
-    kwargs: dict[str, Any],
-    workers: int,
-    threads: int,
-    record: Callable[[CellResult], None],
+    ray: Any, todo: Sequence[Cell], job: _Job, record: Callable[[CellResult], None]
 ) -> None:
     if not todo:
         return
@@ -333,14 +325,15 @@ def _run_ray(
         ray.init(include_dashboard=False)
         started = True
     try:
+        store, kwargs, threads = os.fspath(job.store_path), job.kwargs, job.threads
         gpus = 1 if str(kwargs.get("device") or "").startswith("cuda") else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_cell)
         queue = list(todo)
         flight: dict[Any, Cell] = {}
         while queue or flight:
-            while queue and len(flight) < workers:
+            while queue and len(flight) < job.workers:
                 c = queue.pop(0)
-                flight[task.remote(c.config, os.fspath(store_path), c.label, kwargs, threads)] = c
+                flight[task.remote(c.config, store, c.label, kwargs, threads)] = c
             ready, _ = ray.wait(list(flight), num_returns=1)
             for ref in ready:
                 c = flight.pop(ref)
@@ -348,7 +341,7 @@ def _run_ray(
                     record(ray.get(ref))
                 except ray.exceptions.RayError as e:
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    record(_lost(c, store_path, kwargs, f"Ray task failed: {msg}"))
+                    record(job.lost(c, f"Ray task failed: {msg}"))
     finally:
         if started:
             ray.shutdown()
