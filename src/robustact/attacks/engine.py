@@ -21,6 +21,7 @@ from robustact._validate import check_float as _check_float
 from robustact._validate import check_int as check_int  # re-exported for the attacks
 from robustact.attacks.base import Attack, AttackResult
 from robustact.attacks.losses import LossFn
+from robustact.attacks.threat import Threat
 
 #: Compact the active set once this fraction of it is fooled (see ``ascent``).
 COMPACT_FRACTION = 0.05
@@ -99,107 +100,184 @@ def ascent(
     out = x_start.clone()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     queries = torch.full((x.shape[0],), steps + 1, dtype=torch.long, device=x.device)
-    act = torch.arange(x.shape[0], device=x.device)
-    xa, ya, ta = x, y, target
     cur = x_start
-    box = threat.box(xa)
-    track = return_best or schedule is not None
     # plain PGD keeps no reference to past iterates or gradients: update them in place
+    track = return_best or schedule is not None
     inplace = not track and momentum == 1.0
     if inplace:
         cur = cur.clone()  # never write into the caller's start (often x itself)
 
-    loss, grad, logits = attack.input_gradient(model, cur, ya, loss_fn, eot, ta)
-    eta = torch.full((x.shape[0],), float(step_size), device=x.device, dtype=x.dtype)
-    prev = cur
-    best_loss, x_best, grad_best = loss, cur, grad
-    prev_loss, n_incr = loss, torch.zeros_like(loss)
-    best_at_check, halved_last = loss, torch.ones_like(loss, dtype=torch.bool)
-    interval, decr, min_len = schedule.lengths(steps) if schedule else (0, 0, 0)
-    since_check = 0
-
-    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    n_done = 0
+    loss, grad, logits = attack.input_gradient(model, cur, y, loss_fn, eot, target)
+    s = _Active.start(x, y, target, cur, grad, step_size, threat.box(x))
+    best = _Best.start(loss, cur, grad) if track else None
+    checks = _Checkpoints(schedule, steps) if schedule is not None else None
     for i in range(steps + 1):
-        # --- record the points the last pass fooled; they stop counting from now on
-        f = fooled(logits, ya)
-        if n_done:
-            f &= ~done
-        n_new = int(f.sum())
-        if n_new:
-            idx = act[f]
-            out[idx] = cur[f]
-            success[idx] = True
-            queries[idx] = i + 1
-            n_done += n_new
-            if n_done == act.numel():
-                return out, success, queries
-            done |= f
-        # leave the active set in batches: copying the survivors costs a few percent of a
-        # gradient pass, so it pays only once enough points are done
-        if n_done and (n_done >= COMPACT_FRACTION * act.numel() or i == steps):
-            keep = ~done
-            act, xa, ya, cur, grad, eta, done = (
-                t[keep] for t in (act, xa, ya, cur, grad, eta, done)
-            )
-            prev = prev[keep] if momentum != 1.0 else cur  # only momentum reads prev
-            n_done = 0
-            ta = ta[keep] if ta is not None else None
-            box = (box[0][keep], box[1][keep]) if box is not None else None
-            if track:
-                loss, best_loss, x_best, grad_best = (
-                    t[keep] for t in (loss, best_loss, x_best, grad_best)
-                )
-                prev_loss, n_incr, best_at_check, halved_last = (
-                    t[keep] for t in (prev_loss, n_incr, best_at_check, halved_last)
-                )
+        if s.record(logits, i, out, success, queries):
+            return out, success, queries
+        if s.n_done and (s.n_done >= COMPACT_FRACTION * s.act.numel() or i == steps):
+            s.compact(momentum, best)  # pays only once enough points are done
         if i == steps:
             break
-
-        # --- APGD bookkeeping at the new point (the start point seeds it above)
-        if track and i > 0:
-            better = loss > best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            x_best = _where(better, cur, x_best)
-            grad_best = _where(better, grad, grad_best)
-            n_incr = n_incr + (loss > prev_loss).to(n_incr.dtype)
-            prev_loss = loss
-        if schedule is not None and i > 0:
-            since_check += 1
-            if since_check == interval:
-                halve = (n_incr <= schedule.rho * interval) | (
-                    ~halved_last & (best_at_check >= best_loss)
-                )
-                halved_last, best_at_check = halve, best_loss.clone()
-                eta = torch.where(halve, eta / 2, eta)
-                cur = _where(halve, x_best, cur)
-                grad = _where(halve, grad_best, grad)
-                n_incr = torch.zeros_like(n_incr)
-                interval, since_check = max(interval - decr, min_len), 0
-
-        # --- the step (with APGD momentum after the first one)
-        if inplace:
-            cur = threat.project_(threat.step_(cur, grad, step_size), xa, box)
-        else:
-            size = eta if schedule is not None else step_size
-            nxt = threat.project_(threat.step(cur, grad, size), xa, box)
-            if momentum != 1.0 and i > 0:
-                mixed = cur + momentum * (nxt - cur) + (1 - momentum) * (cur - prev)
-                nxt = threat.project_(mixed, xa, box)
-            prev, cur = cur, nxt
-
+        if best is not None and i > 0:  # APGD bookkeeping at the new point
+            best.update(s.cur, s.grad)
+        if checks is not None and best is not None and i > 0:
+            checks.tick(s, best)
+        s.step(threat, i, step_size if checks is None else None, momentum, inplace)
         if i + 1 < steps:
-            loss, grad, logits = attack.input_gradient(model, cur, ya, loss_fn, eot, ta)
+            loss, s.grad, logits = attack.input_gradient(model, s.cur, s.ya, loss_fn, eot, s.ta)
+            if best is not None:
+                best.loss = loss
         else:  # the last iterate: its gradient would never be used
-            logits = attack.logits(model, cur, eot)
-            if track:
-                loss = loss_fn(logits, ya, ta)
+            logits = attack.logits(model, s.cur, eot)
+            if best is not None:
+                best.loss = loss_fn(logits, s.ya, s.ta)
 
-    if track:  # the final point has not entered the best-loss bookkeeping yet
-        better = loss > best_loss
-        x_best = _where(better, cur, x_best)
-    out[act] = x_best if return_best else cur
+    out[s.act] = best.final(s.cur) if best is not None and return_best else s.cur
     return out, success, queries
+
+
+@dataclass
+class _Active:
+    """The active set of one ascent: the points not yet fooled, as indices into the batch
+    (``act`` (A,)) and their per-point state (inputs, labels, targets, iterate, gradient,
+    step sizes, previous iterate, box bounds); ``done`` (A,) marks the fooled ones not yet
+    dropped."""
+
+    act: Tensor
+    xa: Tensor
+    ya: Tensor
+    ta: Tensor | None
+    cur: Tensor
+    grad: Tensor
+    eta: Tensor
+    prev: Tensor
+    box: tuple[Tensor, Tensor] | None
+    done: Tensor
+    n_done: int = 0
+
+    @classmethod
+    def start(
+        cls, x: Tensor, y: Tensor, target: Tensor | None, cur: Tensor, grad: Tensor,
+        step_size: float, box: tuple[Tensor, Tensor] | None,
+    ) -> _Active:  # fmt: skip
+        n = x.shape[0]
+        eta = torch.full((n,), float(step_size), device=x.device, dtype=x.dtype)
+        arange = torch.arange(n, device=x.device)
+        none_done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        return cls(arange, x, y, target, cur, grad, eta, cur, box, none_done)
+
+    def record(self, logits: Tensor, i: int, out: Tensor, success: Tensor, queries: Tensor) -> bool:
+        """Record the points the last pass fooled (they stop counting from now on); True
+        when no active point is left."""
+        f = fooled(logits, self.ya)
+        if self.n_done:
+            f &= ~self.done
+        n_new = int(f.sum())
+        if n_new:
+            idx = self.act[f]
+            out[idx] = self.cur[f]
+            success[idx] = True
+            queries[idx] = i + 1
+            self.n_done += n_new
+            if self.n_done == self.act.numel():
+                return True
+            self.done |= f
+        return False
+
+    def compact(self, momentum: float, best: _Best | None) -> None:
+        """Drop the fooled points from every per-point tensor (in batches: copying the
+        survivors costs a few percent of a gradient pass)."""
+        keep = ~self.done
+        self.act, self.xa, self.ya, self.cur, self.grad, self.eta, self.done = (
+            t[keep] for t in (self.act, self.xa, self.ya, self.cur, self.grad, self.eta, self.done)
+        )
+        self.prev = self.prev[keep] if momentum != 1.0 else self.cur  # only momentum reads prev
+        self.n_done = 0
+        self.ta = self.ta[keep] if self.ta is not None else None
+        self.box = (self.box[0][keep], self.box[1][keep]) if self.box is not None else None
+        if best is not None:
+            best.keep(keep)
+
+    def step(
+        self, threat: Threat, i: int, fixed: float | None, momentum: float, inplace: bool
+    ) -> None:
+        """One projected step: of size ``fixed``, or each point's ``eta`` (a schedule);
+        with APGD momentum after the first one."""
+        if inplace:
+            assert fixed is not None
+            self.cur = threat.project_(threat.step_(self.cur, self.grad, fixed), self.xa, self.box)
+            return
+        size = self.eta if fixed is None else fixed
+        nxt = threat.project_(threat.step(self.cur, self.grad, size), self.xa, self.box)
+        if momentum != 1.0 and i > 0:
+            cur, prev = self.cur, self.prev
+            mixed = cur + momentum * (nxt - cur) + (1 - momentum) * (cur - prev)
+            nxt = threat.project_(mixed, self.xa, self.box)
+        self.prev, self.cur = self.cur, nxt
+
+
+@dataclass
+class _Best:
+    """Best-loss bookkeeping per active point (for ``return_best`` and APGD's schedule):
+    the current loss, the best loss with its iterate and gradient, the loss of the previous
+    step, how many steps increased it since the last checkpoint, and the state at that
+    checkpoint."""
+
+    loss: Tensor
+    best_loss: Tensor
+    x_best: Tensor
+    grad_best: Tensor
+    prev_loss: Tensor
+    n_incr: Tensor
+    best_at_check: Tensor
+    halved_last: Tensor
+
+    @classmethod
+    def start(cls, loss: Tensor, x: Tensor, grad: Tensor) -> _Best:
+        ones = torch.ones_like(loss, dtype=torch.bool)
+        return cls(loss, loss, x, grad, loss, torch.zeros_like(loss), loss, ones)
+
+    def keep(self, keep: Tensor) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name)[keep])
+
+    def update(self, cur: Tensor, grad: Tensor) -> None:
+        """Enter the iterate ``cur`` (its loss is ``self.loss``) into the bookkeeping."""
+        better = self.loss > self.best_loss
+        self.best_loss = torch.where(better, self.loss, self.best_loss)
+        self.x_best = _where(better, cur, self.x_best)
+        self.grad_best = _where(better, grad, self.grad_best)
+        self.n_incr = self.n_incr + (self.loss > self.prev_loss).to(self.n_incr.dtype)
+        self.prev_loss = self.loss
+
+    def final(self, cur: Tensor) -> Tensor:
+        """The best iterate, the last one ``cur`` (not yet entered) included."""
+        return _where(self.loss > self.best_loss, cur, self.x_best)
+
+
+class _Checkpoints:
+    """APGD's step-size checkpoints over one ascent (see :class:`Schedule`)."""
+
+    def __init__(self, schedule: Schedule, steps: int) -> None:
+        self.rho = schedule.rho
+        self.interval, self.decr, self.min_len = schedule.lengths(steps)
+        self.since_check = 0
+
+    def tick(self, s: _Active, best: _Best) -> None:
+        """One step has passed; at a checkpoint, halve the step of the points that stalled
+        and send them back to their best iterate."""
+        self.since_check += 1
+        if self.since_check != self.interval:
+            return
+        halve = (best.n_incr <= self.rho * self.interval) | (
+            ~best.halved_last & (best.best_at_check >= best.best_loss)
+        )
+        best.halved_last, best.best_at_check = halve, best.best_loss.clone()
+        s.eta = torch.where(halve, s.eta / 2, s.eta)
+        s.cur = _where(halve, best.x_best, s.cur)
+        s.grad = _where(halve, best.grad_best, s.grad)
+        best.n_incr = torch.zeros_like(best.n_incr)
+        self.interval, self.since_check = max(self.interval - self.decr, self.min_len), 0
 
 
 class Restarts:

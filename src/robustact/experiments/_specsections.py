@@ -59,43 +59,57 @@ def protocol_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
     if "cascade" in m:
         cfg["cascade"] = m["cascade"]
     attacks = listing(m.get("attacks"), join(path, "attacks"), ctx)
-    entries: list[dict[str, Any]] = []
-    known = B.attack_names()
-    options = ["attack", "label", "bpda", "eot", "own_threat"]
-    for i, item in enumerate(attacks or []):
-        ip = join(join(path, "attacks"), i)
-        im = mapping(item, ip, ctx)
-        if im is None:
-            continue
-        if "attack" not in im:
-            ctx.err(ip, 'missing required key "attack"')
-            continue
-        att = lookup(im["attack"], known, "attack", join(ip, "attack"), ctx)
-        if att is None:
-            continue
-        params = B.callable_params(B.ATTACKS.get(att))
-        refuse = {} if im.get("own_threat") else {
-            "eps": "the protocol's eps (evaluation.eps) is used; set own_threat: true to keep one",
-            "norm": "the protocol's norm (evaluation.norm) is used",
-        }  # fmt: skip
-        rest = {k: v for k, v in im.items() if k not in options}
-        p2 = {k: p for k, p in params.items() if k not in ("eot",)}
-        kw = kwargs_against(rest, p2, ip, ctx, refuse=refuse)
-        if kw is not None:
-            entries.append({**{k: im[k] for k in options if k in im}, "attack": att, **kw})
-    if len(ctx.errors) > n0:
+    entries = [
+        e
+        for i, item in enumerate(attacks or [])
+        if (e := _custom_attack(item, join(join(path, "attacks"), i), ctx)) is not None
+    ]
+    if len(ctx.errors) > n0 or not _builds(entries, str(name), path, ctx):
         return None
+    cfg["attacks"] = entries
+    return cfg
+
+
+_ATTACK_OPTIONS = ("attack", "label", "bpda", "eot", "own_threat")
+
+
+def _custom_attack(item: Any, ip: str, ctx: Ctx) -> dict[str, Any] | None:
+    """One entry of a custom protocol's ``attacks:`` list, checked against the attack's
+    signature (eps and norm are the protocol's unless ``own_threat``)."""
+    im = mapping(item, ip, ctx)
+    if im is None:
+        return None
+    if "attack" not in im:
+        ctx.err(ip, 'missing required key "attack"')
+        return None
+    att = lookup(im["attack"], B.attack_names(), "attack", join(ip, "attack"), ctx)
+    if att is None:
+        return None
+    params = B.callable_params(B.ATTACKS.get(att))
+    refuse = {} if im.get("own_threat") else {
+        "eps": "the protocol's eps (evaluation.eps) is used; set own_threat: true to keep one",
+        "norm": "the protocol's norm (evaluation.norm) is used",
+    }  # fmt: skip
+    rest = {k: v for k, v in im.items() if k not in _ATTACK_OPTIONS}
+    p2 = {k: p for k, p in params.items() if k not in ("eot",)}
+    kw = kwargs_against(rest, p2, ip, ctx, refuse=refuse)
+    if kw is None:
+        return None
+    return {**{k: im[k] for k in _ATTACK_OPTIONS if k in im}, "attack": att, **kw}
+
+
+def _builds(entries: list[dict[str, Any]], name: str, path: str, ctx: Ctx) -> bool:
+    """True when the custom protocol and each of its attacks can be built."""
     try:
-        proto = Protocol.from_spec(entries, eps=0.1, name=str(name))
+        proto = Protocol.from_spec(entries, eps=0.1, name=name)
         import torch
 
         for e in proto.entries:
             e.build(torch.nn.Linear(1, 2), 0.1, "Linf", 1)
     except (ValueError, TypeError) as e:
         ctx.err(path, str(e))
-        return None
-    cfg["attacks"] = entries
-    return cfg
+        return False
+    return True
 
 
 def _ann_is_float(ann: Any) -> bool:
@@ -161,31 +175,9 @@ def evaluation_section(node: Any, path: str, ctx: Ctx, partial: bool) -> dict[st
     check_keys(m, _EVAL_KEYS, path, ctx, required=() if partial else ("eps",))
     out: dict[str, Any] = {}
     if "protocols" in m or not partial:
-        kp = join(path, "protocols")
-        raw = m.get("protocols", ["seed", "adaptive"])
-        entries: list[Entry] = []
-        for i, item in enumerate(listing(raw, kp, ctx) or []):
-            cfg = protocol_entry(item, join(kp, i), ctx)
-            if cfg is None:
-                continue
-            if any(e.name == cfg["name"] for e in entries):
-                ctx.err(join(kp, i), f"protocol {show(cfg['name'])} is listed twice")
-                continue
-            entries.append(Entry(cfg, join(kp, i)))
-        out["protocols"] = tuple(entries)
+        out["protocols"] = _protocols(m.get("protocols", ["seed", "adaptive"]), path, ctx)
     if "eps" in m:
-        raw_eps = m["eps"] if isinstance(m["eps"], list) else [m["eps"]]
-        ep = join(path, "eps")
-        eps: list[float] = []
-        if not raw_eps:
-            ctx.err(ep, "expected a number >= 0 or a non-empty list of them")
-        for i, e in enumerate(raw_eps):
-            v = ranged("eps", e, join(ep, i) if isinstance(m["eps"], list) else ep, ctx)
-            if v is not None and v in eps:
-                ctx.err(join(ep, i), f"duplicate eps {v:g}")
-            elif v is not None:
-                eps.append(v)
-        out["eps"] = tuple(eps)
+        out["eps"] = _eps_list(m["eps"], join(path, "eps"), ctx)
     if "norm" in m:
         try:
             out["norm"] = canonical_norm(str(m["norm"]))
@@ -204,3 +196,33 @@ def evaluation_section(node: Any, path: str, ctx: Ctx, partial: bool) -> dict[st
                 ctx.err(join(path, k), f"expected true or false, got {show(m[k])}")
             out[k] = bool(m[k])
     return out
+
+
+def _protocols(raw: Any, path: str, ctx: Ctx) -> tuple[Entry, ...]:
+    """``evaluation.protocols``: names or custom protocols, each listed once."""
+    kp = join(path, "protocols")
+    entries: list[Entry] = []
+    for i, item in enumerate(listing(raw, kp, ctx) or []):
+        cfg = protocol_entry(item, join(kp, i), ctx)
+        if cfg is None:
+            continue
+        if any(e.name == cfg["name"] for e in entries):
+            ctx.err(join(kp, i), f"protocol {show(cfg['name'])} is listed twice")
+            continue
+        entries.append(Entry(cfg, join(kp, i)))
+    return tuple(entries)
+
+
+def _eps_list(node: Any, ep: str, ctx: Ctx) -> tuple[float, ...]:
+    """``evaluation.eps``: one radius or a non-empty list of distinct ones."""
+    raw_eps = node if isinstance(node, list) else [node]
+    eps: list[float] = []
+    if not raw_eps:
+        ctx.err(ep, "expected a number >= 0 or a non-empty list of them")
+    for i, e in enumerate(raw_eps):
+        v = ranged("eps", e, join(ep, i) if isinstance(node, list) else ep, ctx)
+        if v is not None and v in eps:
+            ctx.err(join(ep, i), f"duplicate eps {v:g}")
+        elif v is not None:
+            eps.append(v)
+    return tuple(eps)

@@ -57,14 +57,8 @@ def cd_diagram(
     r = to_numpy(avg_ranks).astype(np.float64).ravel()
     k = r.size
     names = check_names(method_names, k)
-    if k < 2 or not np.all(np.isfinite(r)):
-        raise ValueError(f"need finite average ranks of at least 2 methods, got {r.tolist()}")
-    if np.any(r < 1.0) or np.any(r > k):
-        raise ValueError(f"average ranks must lie in [1, k={k}], got {r.tolist()}")
-    if not cd > 0:
-        raise ValueError(f"cd must be positive, got {cd}; compute it with critical_difference()")
+    _check_ranks(r, k, cd)
     groups = nonsignificant_groups(r, cd)
-    order = np.argsort(r, kind="stable")
     n_left = math.ceil(k / 2)
     label_y0 = _GROUP_Y0 + _GROUP_DY * len(groups) + 0.2
     bottom = label_y0 + _LABEL_DY * (max(n_left, k - n_left) - 1) + 0.3
@@ -83,7 +77,27 @@ def cd_diagram(
     ax.set_ylim(bottom, -1.2)
     if title:
         fig.suptitle(title)
+    _draw_axis(ax, k)
+    _draw_cd_bar(ax, cd)
+    for g, members in enumerate(groups):
+        y = _GROUP_Y0 + _GROUP_DY * g
+        span = [r[members[0]] - 0.04, r[members[-1]] + 0.04]
+        ax.plot(span, [y, y], color="black", lw=3.5, solid_capstyle="round", gid=GID_GROUP)
+    _draw_labels(ax, r, names, label_y0, margin, reverse)
+    return fig
 
+
+def _check_ranks(r: np.ndarray, k: int, cd: float) -> None:
+    if k < 2 or not np.all(np.isfinite(r)):
+        raise ValueError(f"need finite average ranks of at least 2 methods, got {r.tolist()}")
+    if np.any(r < 1.0) or np.any(r > k):
+        raise ValueError(f"average ranks must lie in [1, k={k}], got {r.tolist()}")
+    if not cd > 0:
+        raise ValueError(f"cd must be positive, got {cd}; compute it with critical_difference()")
+
+
+def _draw_axis(ax: Any, k: int) -> None:
+    """The rank axis 1..k with a tick per rank and a half tick between ranks."""
     ax.plot([1, k], [0, 0], color="black", lw=1.2, gid=GID_AXIS)
     for t in range(1, k + 1):
         ax.plot([t, t], [0, -0.12], color="black", lw=1.2, gid=GID_AXIS)
@@ -91,20 +105,24 @@ def cd_diagram(
     for half in np.arange(1.5, k, 1.0):
         ax.plot([half, half], [0, -0.06], color="black", lw=0.8, gid=GID_AXIS)
 
-    # The CD bar starts at rank 1 so it reads against the axis scale.
+
+def _draw_cd_bar(ax: Any, cd: float) -> None:
+    """The CD bar; it starts at rank 1 so it reads against the axis scale."""
     ax.plot([1, 1 + cd], [-0.8, -0.8], color="black", lw=1.2, gid=GID_CD_BAR)
     for end in (1, 1 + cd):
         ax.plot([end, end], [-0.86, -0.74], color="black", lw=1.2, gid=GID_CD_BAR)
     ax.text(1 + cd / 2, -0.88, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
 
-    for g, members in enumerate(groups):
-        y = _GROUP_Y0 + _GROUP_DY * g
-        span = [r[members[0]] - 0.04, r[members[-1]] + 0.04]
-        ax.plot(span, [y, y], color="black", lw=3.5, solid_capstyle="round", gid=GID_GROUP)
 
-    # Labels sit at the outer edge of the rank axis, on the side of their half.
+def _draw_labels(
+    ax: Any, r: np.ndarray, names: Sequence[str], label_y0: float, margin: float, reverse: bool
+) -> None:
+    """Each method's line from its rank to its label, at the outer edge of the rank axis
+    on the side of its half (better half left unless ``reverse``)."""
+    k = r.size
+    n_left = math.ceil(k / 2)
     left_x, right_x = 1.0 - 0.15 * margin, float(k) + 0.15 * margin
-    for pos, idx in enumerate(order):
+    for pos, idx in enumerate(np.argsort(r, kind="stable")):
         on_left = pos < n_left
         row = pos if on_left else k - 1 - pos
         y = label_y0 + _LABEL_DY * row
@@ -113,4 +131,3 @@ def cd_diagram(
         # With reverse the x axis is mirrored, so "outer" alignment flips too.
         ha = ("left" if reverse else "right") if on_left else ("right" if reverse else "left")
         ax.text(x_end, y, f" {names[idx]} ({r[idx]:.2f}) ", ha=ha, va="center", fontsize=9)
-    return fig

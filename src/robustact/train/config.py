@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from robustact._validate import describe_range, is_int, is_number
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "plateau", "onecycle", "cosine", "piecewise")
 VAL_ATTACKS = ("fgsm", "pgd")
@@ -35,12 +37,32 @@ def _fail(name: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"TrainConfig.{name} = {value!r} is invalid: {allowed}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _within(v: float, lo: float, hi: float, lo_open: bool, hi_open: bool) -> bool:
+    return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
 
 
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+_INF = math.inf
+#: Count fields and their minimum.
+_INT_FIELDS = {
+    "epochs": 1, "batch_size": 1, "plateau_patience": 0, "early_stopping": 1, "seed": 0,
+    "val_steps": 1,
+}  # fmt: skip
+#: Number fields: (low, high, low open, high open).
+_NUMBER_FIELDS = {
+    "lr": (0.0, _INF, True, True),
+    "weight_decay": (0.0, _INF, False, True),
+    "momentum": (0.0, 1.0, False, True),
+    "plateau_factor": (0.0, 1.0, True, True),
+    "gamma": (0.0, 1.0, True, False),
+    "onecycle_pct_start": (0.0, 1.0, True, True),
+    "cap_lr": (0.0, _INF, False, True),
+    "min_cap": (0.0, _INF, False, True),
+    "min_delta": (0.0, _INF, False, True),
+    "max_grad_norm": (0.0, _INF, True, True),
+    "val_eps": (0.0, 1.0, True, False),
+}
+#: Fields that may be None (off / the default).
+_OPTIONAL = frozenset({"cap_lr", "min_cap", "early_stopping", "max_grad_norm"})
 
 
 @dataclass
@@ -161,64 +183,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
-        def pos_int(name: str, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if not _is_int(v) or v < minimum:
-                raise _fail(name, v, f"must be an int >= {minimum}")
-
-        def num(name: str, lo: float, hi: float, lo_open: bool, hi_open: bool) -> None:
-            v = getattr(self, name)
-            ok = (
-                _is_num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-            )
-            if not ok:
-                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-                raise _fail(name, v, f"must be a finite number in {lb}{lo:g}, {hi:g}{rb}")
-
-        pos_int("epochs")
-        pos_int("batch_size")
-        if self.optimizer not in OPTIMIZERS:
-            raise _fail("optimizer", self.optimizer, f"must be one of {list(OPTIMIZERS)}")
-        num("lr", 0.0, math.inf, True, True)
-        num("weight_decay", 0.0, math.inf, False, True)
-        num("momentum", 0.0, 1.0, False, True)
-        if not isinstance(self.nesterov, bool):
-            raise _fail("nesterov", self.nesterov, "must be True or False")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
-            raise _fail("nesterov", True, "needs optimizer='sgd' and momentum > 0")
-        b = self.betas
-        if not (
-            isinstance(b, (tuple, list))
-            and len(b) == 2
-            and all(_is_num(x) and 0 <= x < 1 for x in b)
-        ):
-            raise _fail("betas", b, "must be two numbers in [0, 1)")
-        self.betas = (float(b[0]), float(b[1]))
-        if not isinstance(self.schedule, str) or self.schedule.lower() not in SCHEDULES:
-            raise _fail("schedule", self.schedule, f"must be one of {list(SCHEDULES)}")
-        self.schedule = self.schedule.lower()
-        num("plateau_factor", 0.0, 1.0, True, True)
-        pos_int("plateau_patience", 0)
-        ms = self.milestones
-        if not (isinstance(ms, (tuple, list)) and all(_is_int(m) and m >= 1 for m in ms)) or list(
-            ms
-        ) != sorted(set(ms)):
-            raise _fail("milestones", ms, "must be strictly increasing epochs >= 1")
-        self.milestones = tuple(ms)
-        if self.schedule == "piecewise" and not self.milestones:
-            raise _fail("milestones", ms, "schedule='piecewise' needs at least one milestone")
-        num("gamma", 0.0, 1.0, True, False)
-        num("onecycle_pct_start", 0.0, 1.0, True, True)
-        if self.cap_lr is not None:
-            num("cap_lr", 0.0, math.inf, False, True)
-        if self.min_cap is not None:
-            num("min_cap", 0.0, math.inf, False, True)
-        if self.early_stopping is not None:
-            pos_int("early_stopping")
-        num("min_delta", 0.0, math.inf, False, True)
-        if self.max_grad_norm is not None:
-            num("max_grad_norm", 0.0, math.inf, True, True)
-        pos_int("seed", 0)
+        self._check_numbers()
+        self._check_optimizer()
+        self._check_schedule()
         if self.device is not None:
             try:
                 torch.device(self.device)
@@ -228,9 +195,56 @@ class TrainConfig:
             raise _fail(
                 "val_attack", self.val_attack, f"must be None or one of {list(VAL_ATTACKS)}"
             )
-        num("val_eps", 0.0, 1.0, True, False)
-        pos_int("val_steps")
         if not isinstance(self.progress, bool):
             raise _fail("progress", self.progress, "must be True or False")
         if not isinstance(self.extra, dict):
             raise _fail("extra", self.extra, "must be a dict")
+
+    def _check_numbers(self) -> None:
+        """The count and number fields of :data:`_INT_FIELDS` and :data:`_NUMBER_FIELDS`
+        (NumPy scalars become Python numbers, so the config stays JSON-ready)."""
+        for name, minimum in _INT_FIELDS.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if not is_int(v) or v < minimum:
+                raise _fail(name, v, f"must be an int >= {minimum}")
+            setattr(self, name, int(v))
+        for name, (lo, hi, lo_open, hi_open) in _NUMBER_FIELDS.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if not (is_number(v) and math.isfinite(v) and _within(v, lo, hi, lo_open, hi_open)):
+                rng = describe_range(lo, hi, min_open=lo_open, max_open=hi_open)
+                raise _fail(name, v, f"must be a finite number{rng}")
+            if not isinstance(v, (int, float)):
+                setattr(self, name, float(v))
+
+    def _check_optimizer(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise _fail("optimizer", self.optimizer, f"must be one of {list(OPTIMIZERS)}")
+        if not isinstance(self.nesterov, bool):
+            raise _fail("nesterov", self.nesterov, "must be True or False")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise _fail("nesterov", True, "needs optimizer='sgd' and momentum > 0")
+        b = self.betas
+        if not (
+            isinstance(b, (tuple, list))
+            and len(b) == 2
+            and all(is_number(x) and math.isfinite(x) and 0 <= x < 1 for x in b)
+        ):
+            raise _fail("betas", b, "must be two numbers in [0, 1)")
+        self.betas = (float(b[0]), float(b[1]))
+
+    def _check_schedule(self) -> None:
+        if not isinstance(self.schedule, str) or self.schedule.lower() not in SCHEDULES:
+            raise _fail("schedule", self.schedule, f"must be one of {list(SCHEDULES)}")
+        self.schedule = self.schedule.lower()
+        ms = self.milestones
+        if not (isinstance(ms, (tuple, list)) and all(is_int(m) and m >= 1 for m in ms)) or list(
+            ms
+        ) != sorted(set(ms)):
+            raise _fail("milestones", ms, "must be strictly increasing epochs >= 1")
+        self.milestones = tuple(int(m) for m in ms)
+        if self.schedule == "piecewise" and not self.milestones:
+            raise _fail("milestones", ms, "schedule='piecewise' needs at least one milestone")
