@@ -168,7 +168,7 @@ def test_bad_hyper_parameters_raise(build: Callable[[], Attack], match: str) -> 
 
 def test_hyper_parameters_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        PGD(0.1)  # type: ignore[misc]
+        PGD(0.1)  # type: ignore[call-arg]
 
 
 def test_mode_restored_when_the_model_fails(digits: Digits) -> None:

@@ -48,8 +48,8 @@ def test_projection_lands_on_the_hyperplane_inside_the_box(
 
 
 def test_fab_validates_and_registers() -> None:
-    assert isinstance(get_attack("fab-t", eps=0.1), FAB)
-    assert get_attack("fab-t", eps=0.1).targeted
+    fab_t = get_attack("fab-t", eps=0.1)
+    assert isinstance(fab_t, FAB) and fab_t.targeted
     with pytest.raises(ValueError, match="beta"):
         FAB(eps=0.1, beta=1.5)
     with pytest.raises(ValueError, match="alpha_max"):
@@ -80,8 +80,10 @@ def test_edge_cases(targeted: bool) -> None:
     x = torch.rand(5, 1, 8, 8)
     y = net(x).argmax(1)
     out = FAB(eps=0.5, steps=10, targeted=targeted, restarts=2, seed=0).run(net, x, y)
+    assert out.queries is not None
     assert bool(out.success.all()) and bool((out.queries > 1).all())  # a linear model
     wrong = FAB(eps=0.5, steps=10, targeted=targeted).run(net, x, 1 - y)
+    assert wrong.queries is not None
     assert bool(wrong.success.all()) and wrong.queries.tolist() == [1] * 5  # clean pass only
     assert torch.equal(wrong.x_adv, x)
     one = FAB(eps=0.5, steps=10, targeted=targeted).run(net, x[:1], y[:1])

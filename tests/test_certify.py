@@ -68,7 +68,7 @@ def _all_bounds(
     }
 
 
-def _check_against_exact(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> int:
+def _check_against_exact(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, eps: float) -> int:
     """Soundness of every bound, max(IBP, CROWN) >= IBP, and CROWN == exact when the MILP
     needs no binary variable (no unit straddles a kink). Returns binaries seen."""
     bounds = _all_bounds(net, x, y, eps)
@@ -148,7 +148,9 @@ def tiny_cnn(seed: int, kind: str) -> nn.Sequential:
     lin = nn.Linear(2 * 2 * 2, 3)
     with torch.no_grad():
         for p in (conv.weight, conv.bias, lin.weight, lin.bias):
+            assert p is not None
             p.copy_(torch.randn(p.shape, generator=gen))
+        assert bn.running_mean is not None and bn.running_var is not None
         bn.running_mean.copy_(torch.randn(2, generator=gen) * 0.3)
         bn.running_var.copy_(torch.rand(2, generator=gen) + 0.5)
         bn.weight.copy_(torch.tensor([1.3, -0.7]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ def _real(n: int = 10, dtype=torch.uint8) -> ImageDataset:
 
 def _npz(tmp_path: Path, x: np.ndarray, y: np.ndarray, xk: str = "x", yk: str = "y") -> Path:
     p = tmp_path / "gen.npz"
-    np.savez(p, **{xk: x, yk: y})
+    arrays: dict[str, Any] = {xk: x, yk: y}
+    np.savez(p, **arrays)
     return p
 
 

@@ -121,7 +121,7 @@ def test_gradient_penalty_lowers_input_gradient_norm(digits: Digits) -> None:
 
     x, y, xt, yt = digits
 
-    def train(objective: Any) -> nn.Module:
+    def train(objective: Any) -> Any:  # an nn.Sequential
         torch.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
         fit(model, objective, (x, y), TrainConfig(epochs=30, lr=1e-2, seed=0, progress=False))

@@ -98,9 +98,10 @@ def test_negative_unit_ratio() -> None:
 
 
 def test_cap_history_and_plot() -> None:
-    model = nn.Sequential(nn.Linear(4, 3), DReLU(3, init_max=2.0), nn.Linear(3, 2), SReLU(0.5))
+    cap = DReLU(3, init_max=2.0)
+    model = nn.Sequential(nn.Linear(4, 3), cap, nn.Linear(3, 2), SReLU(0.5))
     with torch.no_grad():
-        model[1].max_value.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        cap.max_value.copy_(torch.tensor([1.0, 2.0, 3.0]))
     snap = cap_snapshot(model, epoch=0)
     assert snap == {
         "epoch": 0,

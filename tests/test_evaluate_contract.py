@@ -24,7 +24,7 @@ def _model() -> nn.Module:
         (lambda x, y: (x.double(), y), TypeError, r"x.float\(\)"),
     ],
 )  # fmt: skip
-def test_bad_points_are_refused_even_if_misclassified(mutate, error, match) -> None:  # type: ignore[no-untyped-def]
+def test_bad_points_are_refused_even_if_misclassified(mutate, error, match) -> None:
     x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     y = torch.zeros(8, dtype=torch.long)
     xb, yb = mutate(x, y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -51,8 +52,8 @@ def _outcome(
 
 CLEAN_OK = [True, True, True, False, True, True]
 # A fools points 0 and 5; B fools point 1
-A = dict(label="A", pred=[1, 0, 1, 0, 2, 0])
-B = dict(label="B", pred=[0, 2, 1, 0, 2, 2])
+A: dict[str, Any] = dict(label="A", pred=[1, 0, 1, 0, 2, 0])
+B: dict[str, Any] = dict(label="B", pred=[0, 2, 1, 0, 2, 2])
 
 
 def _individual() -> list[AttackOutcome]:

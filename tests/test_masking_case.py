@@ -53,8 +53,8 @@ def data(digits: tuple[Tensor, Tensor, Tensor, Tensor]) -> Case:
 
 
 def _train(
-    net: nn.Module, x: Tensor, y: Tensor, epochs: int, batch: int = 64, lr: float = 1e-3
-) -> nn.Module:
+    net: nn.Sequential, x: Tensor, y: Tensor, epochs: int, batch: int = 64, lr: float = 1e-3
+) -> nn.Sequential:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(net.parameters(), lr=lr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def _train(model: nn.Module, x: Tensor, y: Tensor, epochs: int = 30, adv_from: i
 def reports(digits) -> dict[str, MaskingReport]:
     x_tr, y_tr, x_te, y_te = digits
     x, y = x_te[:N], y_te[:N]
-    specs = {
+    specs: dict[str, tuple[Any, Any, int | None]] = {
         "relu": (nn.ReLU, nn.ReLU, None),
         "srelu": (nn.ReLU, functools.partial(SReLU, 0.01), None),  # cap on hidden layer 2
         "brelu": (BReLU, BReLU, None),

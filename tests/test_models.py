@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -12,14 +13,22 @@ from torch import nn
 from robustact.activations import DReLU, SReLU
 from robustact.models import (
     Normalize,
-    create_model,
     default_input_shape,
     describe_act_layer,
     list_models,
     model_from_config,
     model_info,
 )
+from robustact.models import create_model as _create_model
 from robustact.surgery import find_activations, insert_capped_layer, replace_activations
+
+
+def create_model(*args: Any, **kwargs: Any) -> Any:
+    """``robustact.models.create_model``; typed Any because these tests reach into each
+    architecture's own named layers (``m.fc1``, ``m.normalize``), which nn.Module's stubs
+    type as ``Tensor | Module``."""
+    return _create_model(*args, **kwargs)
+
 
 # the generic WRN is exercised small here (its 28-10 default is wrn_28_10 below)
 SMALL_KWARGS: dict[str, dict[str, object]] = {"wide_resnet": {"depth": 10, "widen_factor": 1}}
@@ -216,7 +225,7 @@ def test_wide_resnet_generic_depth_and_width() -> None:
 )
 def test_bad_arguments_raise(kwargs: dict[str, object], error: type, message: str) -> None:
     with pytest.raises(error, match=message):
-        create_model(**kwargs)  # type: ignore[arg-type]
+        create_model(**kwargs)
 
 
 def test_wrong_input_shape_raises() -> None:
@@ -262,6 +271,7 @@ def test_rebuild_from_dict_act_layer_with_drelu() -> None:
 
 def test_surgery_works_on_zoo_models() -> None:
     m = create_model("lenet5")
+    swapped: Any
     swapped, names = replace_activations(m, "srelu", match="classifier.*")
     assert names == ["classifier.act3", "classifier.act4"]
     capped, _ = insert_capped_layer(m, "before_output", activation="drelu")
@@ -285,16 +295,19 @@ def _same_architecture(a: nn.Module, b: nn.Module) -> bool:
 
 def test_surgery_is_recorded_and_replayed_by_the_config() -> None:
     m = create_model("lenet5", act_layer="srelu")
+    swapped: Any
+    capped: Any
     swapped, _ = replace_activations(m, "relu", match="classifier.act4")
     capped, _ = insert_capped_layer(swapped, "before_output", width=32, activation="drelu")
     cfg = json.loads(json.dumps(capped.robustact_config))
     assert [e["op"] for e in cfg["edits"]] == ["replace_activations", "insert_capped_layer"]
     assert cfg["edits"][0]["names"] == ["classifier.act4"] and cfg["edits"][1]["width"] == 32
     assert "edits" not in m.robustact_config  # the original's record is left alone
-    rebuilt = model_from_config(cfg)
+    rebuilt: Any = model_from_config(cfg)
     assert _same_architecture(rebuilt, capped) and rebuilt.robustact_config == cfg
     assert type(rebuilt.classifier.act4) is nn.ReLU
     # a lambda activation is recorded as not rebuildable, and rebuilding says so
+    odd: Any
     odd, _ = replace_activations(m, lambda: nn.Tanh(), match=0)
     assert odd.robustact_config["rebuildable"] is False
     with pytest.raises(ValueError, match="cannot be rebuilt"):

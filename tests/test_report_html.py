@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def make_store(path: Path) -> ResultStore:
     store = ResultStore(path)
     for d, ds in enumerate(["MNIST", "FMNIST"]):
         for m, (clean, fgsm, pgd, adaptive) in METHODS.items():
-            rows = [("seed", "clean", "accuracy", clean - 8 * d)]
+            rows: list[tuple[Any, ...]] = [("seed", "clean", "accuracy", clean - 8 * d)]
             for e, eps in enumerate([0.05, 0.1]):
                 k = 1 - 0.3 * e
                 rows += [
@@ -162,8 +163,10 @@ def test_html_renders_in_headless_chromium(report: dict[str, Path], tmp_path: Pa
     res = subprocess.run([*narrow, "--dump-dom", url], capture_output=True, text=True, timeout=90)
     assert 'data-overflow-px="0"' in res.stdout  # fits a 1280 px window: no sideways scroll
     shot = tmp_path / "shot.png"
-    res = subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=90)
-    assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shot_run = subprocess.run(
+        [*flags, f"--screenshot={shot}", url], capture_output=True, timeout=90
+    )
+    assert shot_run.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from matplotlib.image import imread
 
     img = imread(shot)

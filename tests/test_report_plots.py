@@ -7,6 +7,7 @@ import base64
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from robustact.report import (
     figure_to_data_uri,
@@ -68,7 +69,7 @@ def test_layer_growth_zero_gradient_caps() -> None:
     }
     bars = plot_layer_growth(growth)
     assert len(bars.axes) == 2 and [len(a.patches) for a in bars.axes] == [6, 6]
-    heights = sorted(p.get_height() for p in bars.axes[0].patches)
+    heights = sorted(p.get_height() for p in bars.axes[0].patches if isinstance(p, Rectangle))
     assert heights == sorted([0.5, 1.2, 2.9, 0.5, 0.2, 0.1])
     assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == ["h1", "h2", "h3"]
     lines = plot_layer_growth(growth, kind="line")

@@ -64,6 +64,7 @@ def test_local_run_writes_rows_and_rerun_skips(tmp_path: Path) -> None:
             assert {"data", "train", "evaluate", "masking"} <= set(c.extra["timings"])
             assert c.checkpoint is not None and Path(c.checkpoint).is_file()
         # the checkpoint holds the trained weights (the surgery-placed S-ReLU included)
+        assert cells[1].checkpoint is not None
         model, meta = load_checkpoint(cells[1].checkpoint)
         assert type(model.act1).__name__ == "SReLU" and meta["extra"]["cell_id"] == cells[1].cell_id
         x = torch.rand(5, 1, 8, 8)
@@ -170,6 +171,8 @@ def test_defences_diagnostics_and_shared_training(tmp_path: Path) -> None:
     prep = cells["preprocess=bit_depth(bits=1)"]
     assert prep.extra["masking"]["verdict"] in ("suspect", "masked")
     # the spectral-norm cell's checkpoint loads back with its parametrisation
-    model, _ = load_checkpoint(cells["transform=spectral_norm"].checkpoint)
+    saved = cells["transform=spectral_norm"].checkpoint
+    assert saved is not None
+    model, _ = load_checkpoint(saved)
     assert hasattr(model.fc1, "parametrizations") and model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     assert len(list((ck / "_trained").iterdir())) == 2  # srelu and srelu+spectral_norm

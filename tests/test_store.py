@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from robustact.experiments import MetricRow, ResultStore, cell_id
 from robustact.experiments.records import canonical_json, flatten
 
 CFG = {"model": "mlp", "activation": {"name": "srelu", "cap": 0.01}, "dataset": "mnist", "seed": 3}
-ROWS = [
+ROWS: list[MetricRow | tuple[Any, ...] | dict[str, Any]] = [
     MetricRow("seed", "clean", "accuracy", 97.88),
     MetricRow("seed", "PGD", "accuracy", 89.61, 0.1, "linf"),
     ("adaptive", "PGD", "accuracy", 16.25, 0.1, "linf"),
@@ -119,7 +120,7 @@ def test_reput_replaces_metrics_and_validation(tmp_path: Path) -> None:
 
 
 def test_skip_finished_and_failed_cells(tmp_path: Path) -> None:
-    grid = [{"act": a, "seed": s} for a in ("relu", "srelu") for s in (0, 1)]
+    grid: list[dict[str, Any]] = [{"act": a, "seed": s} for a in ("relu", "srelu") for s in (0, 1)]
     computed: list[str] = []
 
     def run(store: ResultStore, crash_on: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -90,6 +91,7 @@ def test_replace_leaves_untouched_layers_unchanged() -> None:
     torch.manual_seed(0)
     net = mlp()
     x = torch.rand(5, 1, 8, 8)
+    new: Any
     new, _ = replace_activations(net, functools.partial(SReLU, max_value=1e9), match=[1])
     for (n1, p1), (n2, p2) in zip(net.named_parameters(), new.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
@@ -114,24 +116,28 @@ def test_replace_inplace_and_errors() -> None:
 def test_insert_capped_layer_before_output_fig_5_4() -> None:
     torch.manual_seed(0)
     net = mlp()
+    new: Any
     new, names = insert_capped_layer(net, "before_output", width=24)
     assert names == ["5"]
-    seq = new[5]
+    seq: Any = new[5]
     assert isinstance(seq.capped_dense, nn.Linear) and seq.capped_dense.out_features == 24
     assert isinstance(seq.capped_act, DReLU) and seq.capped_act.num_features == 24
     assert seq.output.in_features == 24 and seq.output.out_features == 10
     assert new(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    kept: Any
     kept, _ = insert_capped_layer(net, "before_output", activation="srelu")
     assert kept[5].output is not net[5]  # deep copy, but same weights
-    assert torch.equal(kept[5].output.weight, net[5].weight)
+    assert torch.equal(kept[5].output.weight, net.get_submodule("5").get_parameter("weight"))
 
 
 def test_insert_capped_layer_after_input_conv_and_dense() -> None:
     net = UserNet()
+    new: Any
     new, names = insert_capped_layer(net, "after_input", width=8)
     assert names == ["stem.0"]
     assert new.stem[0].capped_in.out_channels == 8 and new.stem[0].layer.in_channels == 8
     assert new(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    m: Any
     m, names = insert_capped_layer(mlp(), "after_input")
     assert names == ["1"] and m[1].capped_act.num_features == 64
     with pytest.raises(ValueError, match="where must be"):
@@ -141,7 +147,7 @@ def test_insert_capped_layer_after_input_conv_and_dense() -> None:
 
 
 def test_straight_through_keeps_forward_gives_relu_gradient_and_restores() -> None:
-    net = nn.Sequential(nn.Linear(3, 3), SReLU(0.01), DReLU(3, init_max=0.01), BReLU())
+    net: Any = nn.Sequential(nn.Linear(3, 3), SReLU(0.01), DReLU(3, init_max=0.01), BReLU())
     torch.manual_seed(0)
     x = torch.randn(8, 3) * 5
     with torch.no_grad():
@@ -156,11 +162,12 @@ def test_straight_through_keeps_forward_gives_relu_gradient_and_restores() -> No
 
     plain = grad(x)
     assert torch.all(plain[x > 0.01] == 0)  # cap active -> zero gradient
+    head = net[:3]  # shares the layers
     with straight_through(net) as m:
         assert m is net
-        y_st = net[:3](x)
+        y_st = head(x)
         st = grad(x)
-    assert torch.equal(y_st, net[:3](x))  # forward unchanged
+    assert torch.equal(y_st, head(x))  # forward unchanged
     assert torch.equal(st, (x > 0).float())  # back-propagates as a ReLU
     assert torch.equal(grad(x), plain)  # restored
     with pytest.raises(RuntimeError), straight_through(net):
@@ -176,11 +183,13 @@ def test_straight_through_brelu_backpropagates_through_expectation() -> None:
         y.sum().backward()
     assert torch.all((y == 0) | (y == x))
     s = torch.sigmoid(x.detach())
-    assert torch.allclose(x.grad, s + x.detach() * s * (1 - s))
+    assert x.grad is not None and torch.allclose(x.grad, s + x.detach() * s * (1 - s))
 
 
 def test_cap_summary_and_stochastic_detection() -> None:
-    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), SReLU(0.5), nn.Linear(4, 4), DReLU(4, 100))
+    net: Any = nn.Sequential(
+        nn.Flatten(), nn.Linear(4, 4), SReLU(0.5), nn.Linear(4, 4), DReLU(4, 100)
+    )
     with torch.no_grad():
         net[1].weight.copy_(torch.eye(4))
         net[1].bias.zero_()

@@ -44,9 +44,10 @@ def test_tensorboard_receives_every_epoch(tmp_path: Path) -> None:
 def test_mlflow_receives_every_epoch(tmp_path: Path) -> None:
     mlflow = pytest.importorskip("mlflow")
     uri = (tmp_path / "mlruns").as_uri()
-    with MLflowTracker(run_name="t", tracking_uri=uri) as tr:
+    tracker = MLflowTracker(run_name="t", tracking_uri=uri)
+    with tracker as tr:
         _tiny_fit(tr.epoch_callback())
-        run_id = tr._run.info.run_id
+        run_id = tracker._run.info.run_id
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     assert len(client.get_metric_history(run_id, "train/loss")) == 3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -203,6 +204,7 @@ def test_edited_trained_model_reloads_bitwise_through_load_checkpoint_alone(
     model = Preprocessed(model, get_preprocess("bit_depth", bits=1))  # 1-bit preprocessing
     fit(model, Natural(), (x, y), TrainConfig(epochs=1, batch_size=64, progress=False))
     path = save_checkpoint(tmp_path / "edited", model)
+    loaded: Any
     loaded, meta = load_checkpoint(path)  # no model=: the sidecar alone rebuilds it
     assert [e["op"] for e in meta["model"]["config"]["edits"]] == [
         "replace_activations", "insert_capped_layer", "preprocess"

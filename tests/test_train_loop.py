@@ -156,7 +156,7 @@ def test_data_forms_agree(digits: Digits) -> None:
     for data in ((x, y), Pairs(), WithTensors()):
         m = mlp()
         fit(m, Natural(), data, quiet(epochs=2, batch_size=50, seed=3))
-        finals.append(m[1].weight.detach().clone())
+        finals.append(m.get_parameter("1.weight").detach().clone())
     assert torch.equal(finals[0], finals[1]) and torch.equal(finals[0], finals[2])
     # a plain loader of batches works too (its own order)
     loader = [(x[i : i + 50], y[i : i + 50]) for i in range(0, 300, 50)]
@@ -170,7 +170,7 @@ def test_seed_controls_data_order(digits: Digits) -> None:
     for seed in (0, 0, 1):
         m = mlp()
         fit(m, "natural", (x[:200], y[:200]), quiet(epochs=1, batch_size=20, seed=seed))
-        runs.append(m[1].weight.detach().clone())
+        runs.append(m.get_parameter("1.weight").detach().clone())
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
@@ -180,7 +180,7 @@ class _FixedLoss(Objective):
 
     name = "fixed"
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[override]
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         return (model(x) * 0.0).sum(), {}
 
 
@@ -222,7 +222,7 @@ def test_nan_loss_fails_with_advice(digits: Digits) -> None:
     x, y, _, _ = digits
 
     class Nan(Objective):
-        def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[override]
+        def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
             return model(x).sum() * float("nan"), {}
 
     with pytest.raises(FloatingPointError, match=r"diverged.*lower the learning rate"):
@@ -276,7 +276,8 @@ def test_caps_are_clamped_at_min_cap(digits: Digits) -> None:
     """A huge cap lr with a strong penalty would push caps below zero; min_cap stops that."""
     x, y, _, _ = digits
     for min_cap, below in ((0.0, False), (None, True)):
-        model = mlp(DReLU(32, init_max=0.5))
+        cap = DReLU(32, init_max=0.5)
+        model = mlp(cap)
         cfg = quiet(epochs=1, cap_lr=1.0, min_cap=min_cap)
         fit(model, get_objective("drelu_penalty", lam=10.0), (x, y), cfg)
-        assert bool((model[2].max_value < 0).any()) is below
+        assert bool((cap.max_value < 0).any()) is below

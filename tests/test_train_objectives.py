@@ -43,7 +43,7 @@ ACTS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def tiny_mlp(act: str) -> nn.Module:
+def tiny_mlp(act: str) -> nn.Sequential:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), ACTS[act](32), nn.Linear(32, 10))
 
 
@@ -197,10 +197,11 @@ def test_hybrid_schedule_and_alpha(digits: Digits) -> None:
     assert [round(h.eps_at(e, 4), 6) for e in range(4)] == [0.03, 0.12, 0.21, 0.3]
     assert Hybrid(eps=0.3, ramp_epochs=2).eps_at(3, 10) == pytest.approx(0.3)
     # a model that is always wrong: 0/0 -> alpha = 0.5
-    always_wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    logits = nn.Linear(64, 10)
+    always_wrong = nn.Sequential(nn.Flatten(), logits)
     with torch.no_grad():
-        always_wrong[1].weight.zero_()
-        always_wrong[1].bias.copy_(torch.arange(10.0) * 0 + torch.eye(10)[9] * 5)
+        logits.weight.zero_()
+        logits.bias.copy_(torch.arange(10.0) * 0 + torch.eye(10)[9] * 5)
     val = Batches((xt[yt != 9], yt[yt != 9]), 128, torch.device("cpu"), "val")
     h.alpha = 0.1
     out = h.on_epoch_end(always_wrong, val)
