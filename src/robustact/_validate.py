@@ -3,8 +3,9 @@
 Every public function, CLI command and reader checks its arguments at the boundary with
 these, so the same mistake reads the same everywhere:
 
-* numbers: :func:`is_int`, :func:`is_number`, :func:`check_int`, :func:`check_float`,
-  :func:`check_probability`; choices: :func:`check_choice`;
+* numbers: :func:`is_int`, :func:`is_number`, :func:`in_range`, :func:`describe_range`,
+  :func:`check_int`, :func:`check_float`, :func:`check_probability`; choices:
+  :func:`check_choice`;
 * the pixel contract (images float in [0, 1], finite, float32-compatible; integer labels in
   range; matching batch sizes): :func:`check_images`, :func:`check_labels`,
   :func:`check_batch`, shared by attacks and training;
@@ -22,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
@@ -36,6 +37,7 @@ __all__ = [
     "check_labels",
     "check_probability",
     "describe_range",
+    "in_range",
     "is_int",
     "is_number",
     "writable_dir",
@@ -46,12 +48,12 @@ __all__ = [
 FLOAT32_EXACT = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """True for Python/NumPy integers, False for bool (``True`` is not a count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """True for real numbers (ints and floats, NumPy's included), False for bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -73,9 +75,15 @@ def describe_range(
     return ""
 
 
-def _in_range(
-    v: float, minimum: float | None, maximum: float | None, min_open: bool, max_open: bool
+def in_range(
+    v: float,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    min_open: bool = False,
+    max_open: bool = False,
 ) -> bool:
+    """True when ``v`` lies in the range :func:`describe_range` describes."""
     if minimum is not None and (v <= minimum if min_open else v < minimum):
         return False
     return not (maximum is not None and (v >= maximum if max_open else v > maximum))
@@ -87,7 +95,7 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     Raises:
         ValueError: not an integer, or out of range (the message gives the range).
     """
-    if not is_int(value) or not _in_range(int(value), minimum, maximum, False, False):
+    if not is_int(value) or not in_range(int(value), minimum, maximum):
         raise ValueError(
             f"{name} must be an integer{describe_range(minimum, maximum)}, got {value!r}"
         )
@@ -110,7 +118,7 @@ def check_float(
         ValueError: not a number, NaN/inf, or out of range.
     """
     ok = is_number(value) and math.isfinite(float(value))
-    if not ok or not _in_range(float(value), minimum, maximum, min_open, max_open):
+    if not ok or not in_range(float(value), minimum, maximum, min_open=min_open, max_open=max_open):
         rng = describe_range(minimum, maximum, min_open=min_open, max_open=max_open)
         tail = f"; {hint}" if hint else ""
         raise ValueError(f"{name} must be a finite number{rng}, got {value!r}{tail}")

@@ -32,6 +32,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from robustact._registry import Registry
+from robustact._validate import is_int
 
 __all__ = [
     "ActLayer",
@@ -158,9 +159,7 @@ class DReLU(LazyModuleMixin, StraightThroughMixin, nn.Module):
         init = float(init_max)
         if not init > 0 or init == float("inf"):
             raise ValueError(f"DReLU init_max must be a finite number > 0, got {init_max!r}")
-        if num_features is not None and (
-            not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1
-        ):
+        if num_features is not None and (not is_int(num_features) or num_features < 1):
             raise ValueError(f"DReLU num_features must be a positive int, got {num_features!r}")
         self.init_max = init
         self.straight_through = False

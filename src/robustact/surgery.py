@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.activations import (
     ActLayer,
     BReLU,
@@ -101,7 +102,7 @@ def _select(acts: list[tuple[str, nn.Module]], match: Match) -> list[str]:
     if isinstance(match, Sequence):
         idx: list[int] = []
         for i in match:
-            if not isinstance(i, int) or isinstance(i, bool):
+            if not is_int(i):
                 raise TypeError(f"match as a sequence must hold occurrence indices, got {match!r}")
             idx.append(i)
         out = []
@@ -267,7 +268,7 @@ def insert_capped_layer(
     """
     if where not in ("before_output", "after_input"):
         raise ValueError(f"where must be 'before_output' or 'after_input', got {where!r}")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+    if width is not None and (not is_int(width) or width < 1):
         raise ValueError(f"width must be a positive int, got {width!r}")
     target = model if inplace else copy.deepcopy(model)
     out, names = _insert(target, where, width, activation)

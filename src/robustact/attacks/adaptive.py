@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.attacks.base import Attack, AttackResult
 from robustact.surgery import is_stochastic, straight_through
 
@@ -39,7 +40,7 @@ def check_eot(eot: object) -> EotSpec:
     """Validate an EOT setting: an int >= 1 or ``"auto"``."""
     if eot == "auto":
         return "auto"
-    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+    if not is_int(eot) or eot < 1:
         raise ValueError(f"eot must be an int >= 1 or 'auto', got {eot!r}")
     return eot
 

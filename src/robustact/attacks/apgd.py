@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import Restarts, Schedule, ascent, check_int, target_classes
+from robustact.attacks.engine import Restarts, Schedule, ascent, target_classes
 from robustact.attacks.losses import get_loss
 
 _MOMENTUM = 0.75  # weight of the new step; 0.25 carries over the previous displacement

@@ -38,7 +38,8 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, final
 
@@ -46,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact._registry import Registry
-from robustact._validate import check_batch
+from robustact._validate import check_batch, is_int
 from robustact.attacks.losses import LossFn
 from robustact.attacks.threat import Threat, canonical_norm, make_threat
 
@@ -134,6 +135,23 @@ def input_gradient(
     return loss_sum / eot, grad_sum / eot, logit_sum / eot
 
 
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with its parameters' gradients off, both restored on exit:
+    an attack needs input gradients only, and skipping the parameters' saves backward time."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
 def _check_inputs(x: Tensor, y: Tensor) -> None:
     """The pixel contract of attack inputs (the toolkit's one image/label check)."""
     check_batch(x, y)
@@ -195,7 +213,7 @@ class Attack(ABC):
                 f"eps must be a finite number >= 0, got {eps!r}"
                 + ("" if math.isnan(eps_f) or eps_f < 0 else f"; {self.name} needs a radius")
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and (not is_int(seed)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.eps = eps_f
         self.norm = canonical_norm(norm)
@@ -278,13 +296,7 @@ class Attack(ABC):
         if x.shape[0] == 0:
             none = torch.zeros(0, dtype=torch.bool, device=x.device)
             return AttackResult(x.clone(), none, torch.zeros(0, dtype=torch.long, device=x.device))
-        was_training = model.training
-        grad_flags = [(p, p.requires_grad) for p in model.parameters()]
-        try:
-            model.eval()
-            # the attack never needs parameter gradients: skipping them saves backward time
-            for p, _ in grad_flags:
-                p.requires_grad_(False)
+        with frozen_eval(model):
             out = self.perturb(model, x, y)
             if self._num_classes is None and not self._delegates:  # never ran the model
                 self.logits(model, x[:1])
@@ -302,10 +314,6 @@ class Attack(ABC):
             if need_success:
                 success = self.logits(model, x_adv).argmax(1) != y
             return AttackResult(x_adv, success)
-        finally:
-            for p, flag in grad_flags:
-                p.requires_grad_(flag)
-            model.train(was_training)
 
     @abstractmethod
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult | Tensor:

@@ -33,8 +33,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import margin
 
 __all__ = ["CW"]
@@ -44,7 +44,7 @@ _TANH_SHRINK = 0.999999
 
 
 def _positive(name: str, value: float) -> float:
-    v = check_float(name, value)
+    v = check_float(name, value, 0.0)
     if v == 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return v
@@ -101,7 +101,7 @@ class CW(Attack):
         self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
         self.c = _positive("c", c)
         self.lr = _positive("lr", lr)
-        self.kappa = check_float("kappa", kappa)
+        self.kappa = check_float("kappa", kappa, 0.0)
         self.abort_early = bool(abort_early)
 
     def _optimise(

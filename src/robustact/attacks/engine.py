@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from robustact._validate import check_float as _check_float
-from robustact._validate import check_int as check_int  # re-exported for the attacks
 from robustact.attacks.base import Attack, AttackResult
 from robustact.attacks.losses import LossFn
 from robustact.attacks.threat import Threat
@@ -318,12 +316,6 @@ class Restarts:
 def _where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """Per-sample select: cond (N,) bool, a and b (N, ...)."""
     return torch.where(cond.reshape(-1, *([1] * (a.dim() - 1))), a, b)
-
-
-def check_float(name: str, value: float, minimum: float = 0.0) -> float:
-    """A finite float hyper-parameter >= ``minimum`` (the toolkit's check, minimum 0 by
-    default as every attack's step sizes and radii need)."""
-    return _check_float(name, value, minimum)
 
 
 def target_classes(clean_logits: Tensor, y: Tensor, rank: int) -> Tensor:

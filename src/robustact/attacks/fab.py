@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_float, check_int, target_classes
+from robustact.attacks.engine import target_classes
 from robustact.attacks.threat import canonical_norm
 
 __all__ = ["FAB", "FABT", "MinNormResult", "fab", "project_hyperplane_box"]
@@ -354,11 +355,11 @@ class FAB(Attack):
         self.restarts = check_int("restarts", restarts, 1)
         self.targeted = bool(targeted)
         self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
-        self.alpha_max = check_float("alpha_max", alpha_max)
+        self.alpha_max = check_float("alpha_max", alpha_max, 0.0)
         if self.alpha_max > 1:
             raise ValueError(f"alpha_max must lie in [0, 1], got {alpha_max!r}")
         self.eta = check_float("eta", eta, 1.0)
-        self.beta = check_float("beta", beta)
+        self.beta = check_float("beta", beta, 0.0)
         if not 0 < self.beta < 1:
             raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from robustact._validate import check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import ascent, check_int
+from robustact.attacks.engine import ascent
 from robustact.attacks.losses import get_loss
 
 

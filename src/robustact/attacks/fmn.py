@@ -23,8 +23,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.fab import MinNormResult
 from robustact.attacks.losses import margin
 from robustact.attacks.threat import canonical_norm
@@ -148,9 +148,9 @@ class FMN(Attack):
     ) -> None:
         super().__init__(eps=eps, norm=norm, seed=seed)
         self.steps = check_int("steps", steps, 1)
-        self.alpha_init = check_float("alpha_init", alpha_init)
-        self.gamma_init = check_float("gamma_init", gamma_init)
-        self.gamma_final = check_float("gamma_final", gamma_final)
+        self.alpha_init = check_float("alpha_init", alpha_init, 0.0)
+        self.gamma_init = check_float("gamma_init", gamma_init, 0.0)
+        self.gamma_final = check_float("gamma_final", gamma_final, 0.0)
         if not self.gamma_final <= self.gamma_init < 1:
             raise ValueError(
                 f"need 0 <= gamma_final <= gamma_init < 1, got {gamma_final!r}, {gamma_init!r}"

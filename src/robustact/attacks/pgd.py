@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import Restarts, ascent, check_float, check_int, target_classes
+from robustact.attacks.engine import Restarts, ascent, target_classes
 from robustact.attacks.losses import get_loss
 
 
@@ -54,7 +55,7 @@ class PGD(Attack):
         self.step_size = (
             2.5 * self.eps / self.steps
             if step_size is None
-            else check_float("step_size", step_size)
+            else check_float("step_size", step_size, 0.0)
         )
         self.loss = loss
         self.targeted = bool(targeted)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import get_loss
 
 __all__ = ["SPSA"]
@@ -58,10 +58,10 @@ class SPSA(Attack):
         super().__init__(eps=eps, norm=norm, seed=seed)
         self.iterations = check_int("iterations", iterations, 1)
         self.samples = check_int("samples", samples, 1)
-        self.delta = check_float("delta", delta)
+        self.delta = check_float("delta", delta, 0.0)
         if self.delta == 0.0:
             raise ValueError("SPSA delta must be > 0 (the finite-difference step), got 0")
-        self.lr = check_float("lr", lr)
+        self.lr = check_float("lr", lr, 0.0)
         self.eot = check_int("eot", eot, 1)
         self.loss = loss
         self._loss_fn = get_loss(loss)

@@ -32,8 +32,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_int
 from robustact.attacks.losses import get_loss, margin
 
 __all__ = ["Square", "p_schedule"]

@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from robustact._validate import check_int
 from robustact.activations import BReLU, StraightThroughMixin
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_int
 from robustact.attacks.pgd import PGD
 from robustact.bpda import BackwardApprox, bpda_modules, identity_backward, registered_bpda
 

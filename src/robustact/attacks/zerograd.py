@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import ATTACKS, Attack, AttackResult
-from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import get_loss
 
 __all__ = ["ZeroGradPGD", "ZeroGradResult"]
@@ -106,7 +106,7 @@ class ZeroGradPGD(Attack):
     ) -> None:
         super().__init__(eps=eps, norm=norm, seed=seed)
         self.steps = check_int("steps", steps, 1)
-        self.step_size = check_float("step_size", step_size)
+        self.step_size = check_float("step_size", step_size, 0.0)
         if self.step_size == 0:
             raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
         self._loss = get_loss("ce")

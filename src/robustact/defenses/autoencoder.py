@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.defenses.preprocess import PREPROCESSORS, _check_images
 
 __all__ = ["DenoisingAutoencoder", "train_autoencoder"]
@@ -35,7 +36,7 @@ class DenoisingAutoencoder(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 32) -> None:
         super().__init__()
         for name, v in (("in_channels", in_channels), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"DenoisingAutoencoder {name} must be a positive int, got {v!r}")
         self.in_channels = in_channels
         self.hidden = hidden
@@ -91,11 +92,11 @@ def train_autoencoder(
         epoch (``epochs + 1`` floats).
     """
     _check_images(x, "train_autoencoder")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+    if not is_int(epochs) or epochs < 0:
         raise ValueError(f"train_autoencoder epochs must be an int >= 0, got {epochs!r}")
     if not float(noise_std) >= 0:
         raise ValueError(f"train_autoencoder noise_std must be >= 0, got {noise_std!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"train_autoencoder batch_size must be a positive int, got {batch_size!r}")
     x = x.detach()
     g = torch.Generator(device="cpu").manual_seed(seed)

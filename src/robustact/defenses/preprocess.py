@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustact._registry import Registry
+from robustact._validate import is_int
 from robustact.activations import StraightThroughMixin
 from robustact.models._record import record_edit, register_edit
 
@@ -104,7 +105,7 @@ class BitDepthReduction(Preprocess):
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__()
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+        if not is_int(bits) or not 1 <= bits <= 16:
             raise ValueError(f"BitDepthReduction bits must be an int in 1..16, got {bits!r}")
         self.bits = bits
 
@@ -140,7 +141,7 @@ class MedianSmoothing(Preprocess):
     def __init__(self, kernel_size: int = 3, padding: str = "reflect") -> None:
         super().__init__()
         k = kernel_size
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+        if not is_int(k) or k < 1 or k % 2 == 0:
             raise ValueError(f"MedianSmoothing kernel_size must be an odd int >= 1, got {k!r}")
         if padding not in _PADDING:
             raise ValueError(
@@ -193,7 +194,7 @@ def dct_matrix(n: int = 8, dtype: torch.dtype = torch.float64) -> Tensor:
 
 def jpeg_quant_table(quality: int) -> Tensor:
     """Luminance table scaled by the IJG quality rule (8, 8), entries in [1, 255]."""
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+    if not is_int(quality) or not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be an int in 1..100, got {quality!r}")
     scale = 5000 / quality if quality < 50 else 200 - 2 * quality
     q = torch.tensor(JPEG_LUMINANCE_TABLE, dtype=torch.float64)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from robustact._validate import is_int
 from robustact.models._record import record_edit, register_edit
 from robustact.train.objectives import OBJECTIVES, Metrics, Natural, Objective
 
@@ -140,7 +141,7 @@ def apply_spectral_norm(
     Raises:
         ValueError: the model has no unexcluded linear/conv layer.
     """
-    if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int):
+    if not is_int(n_power_iterations):
         raise ValueError(f"n_power_iterations must be a positive int, got {n_power_iterations!r}")
     if n_power_iterations < 1:
         raise ValueError(f"n_power_iterations must be a positive int, got {n_power_iterations!r}")
@@ -200,7 +201,7 @@ class LipschitzPenalty(Objective):
             raise ValueError(
                 f"LipschitzPenalty kind must be 'spectral' or 'parseval', got {kind!r}"
             )
-        if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int):
+        if not is_int(n_power_iterations):
             raise ValueError(f"n_power_iterations must be a positive int, got {n_power_iterations}")
         if n_power_iterations < 1:
             raise ValueError(f"n_power_iterations must be a positive int, got {n_power_iterations}")

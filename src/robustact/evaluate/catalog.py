@@ -36,6 +36,16 @@ def _entry(label: str, attack: str, **kw: Any) -> ProtocolEntry:
     return ProtocolEntry(label=label, attack=attack, kwargs=kw, **opts)
 
 
+def _paper_protocol(
+    name: str, entries: tuple[ProtocolEntry, ...], eps: float, norm: str, fast: bool
+) -> Protocol:
+    """How the papers evaluate: every attack on every point (no cascade), no EOT for
+    ``eot="auto"`` entries, and 5 full runs of a stochastic model (3 when fast)."""
+    return Protocol(
+        name, entries, eps, norm, fast=fast, cascade=False, eot_samples=1, repeats=3 if fast else 5
+    )
+
+
 @PROTOCOLS.register("seed")
 def _seed(eps: float, norm: str, fast: bool) -> Protocol:
     cw_bound = 18.0  # dissertation §5.2.1: "the perturbation bound for CW_L2 [is] 18"
@@ -58,16 +68,7 @@ def _seed(eps: float, norm: str, fast: bool) -> Protocol:
         ),
         _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8),
     )
-    return Protocol(
-        "seed",
-        entries,
-        eps,
-        norm,
-        fast=fast,
-        cascade=False,
-        eot_samples=1,
-        repeats=3 if fast else 5,
-    )
+    return _paper_protocol("seed", entries, eps, norm, fast)
 
 
 @PROTOCOLS.register("seed-brelu")
@@ -86,16 +87,7 @@ def _seed_brelu(eps: float, norm: str, fast: bool) -> Protocol:
             own_threat=True,
         ),
     )
-    return Protocol(
-        "seed-brelu",
-        entries,
-        eps,
-        norm,
-        fast=fast,
-        cascade=False,
-        eot_samples=1,
-        repeats=3 if fast else 5,
-    )
+    return _paper_protocol("seed-brelu", entries, eps, norm, fast)
 
 
 @PROTOCOLS.register("adaptive")

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import check_int
 from robustact.attacks.adaptive import Adaptive
 from robustact.attacks.base import Attack, AttackResult, input_gradient
-from robustact.attacks.engine import check_int
 from robustact.attacks.losses import get_loss
 from robustact.attacks.pgd import PGD
 from robustact.attacks.spsa import SPSA

@@ -45,11 +45,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.attacks import Attack, list_attacks
 from robustact.attacks.adaptive import DEFAULT_EOT, Adaptive, check_eot, resolve_eot
 from robustact.attacks.threat import canonical_norm
@@ -217,7 +218,7 @@ class Protocol:
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "norm", canonical_norm(self.norm))
         for what, v in (("eot_samples", self.eot_samples), ("repeats", self.repeats)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"protocol {what} must be an int >= 1, got {v!r}")
 
     @classmethod
@@ -284,17 +285,10 @@ class Protocol:
         return replace(self, eps=eps, norm=self.norm if norm is None else norm)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-serialisable description of the protocol."""
-        return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": self.norm,
-            "fast": self.fast,
-            "cascade": self.cascade,
-            "eot_samples": self.eot_samples,
-            "repeats": self.repeats,
-            "entries": [e.describe() for e in self.entries],
-        }
+        """JSON-serialisable description of the protocol: its fields, entries described."""
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["entries"] = [e.describe() for e in d.pop("entries")]
+        return d
 
     def lines(self) -> list[str]:
         """Human-readable lines, one per attack, for reports."""

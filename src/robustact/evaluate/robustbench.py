@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from robustact._validate import is_int
 from robustact.evaluate.results import EvalResult
 
 __all__ = ["format_eps", "robustbench_entry"]
@@ -80,7 +81,7 @@ def robustbench_entry(
             "this evaluation ran with fast=True (cut steps and queries); RobustBench entries "
             "need the full budget: evaluate again without fast"
         )
-    if isinstance(number_forward_passes, bool) or not isinstance(number_forward_passes, int):
+    if not is_int(number_forward_passes):
         raise TypeError(f"number_forward_passes must be an int, got {number_forward_passes!r}")
     if number_forward_passes < 1:
         raise ValueError(f"number_forward_passes must be >= 1, got {number_forward_passes}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustact._validate import check_batch
+from robustact._validate import check_batch, is_int
 from robustact.attacks import Attack
 from robustact.attacks.adaptive import DEFAULT_EOT
 from robustact.evaluate.catalog import get_protocol
@@ -223,7 +223,7 @@ def evaluate(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     proto = _resolve(protocol, eps, norm, fast)
     ref = next(iter(model.parameters()), None)
@@ -233,7 +233,7 @@ def evaluate(
         raise ValueError("no data to evaluate: the input was empty")
     stochastic = is_stochastic(model, batches[0][0])  # by behaviour, not only by module flag
     r = (repeats if repeats is not None else proto.repeats) if stochastic else 1
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+    if not is_int(r) or r < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     devices = [device] if device.type == "cuda" else []
     rng = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()

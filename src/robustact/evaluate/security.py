@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from robustact._validate import check_batch
+from robustact.attacks.base import frozen_eval
 from robustact.attacks.fab import fab
 from robustact.attacks.fmn import fmn
 from robustact.attacks.threat import canonical_norm
@@ -89,20 +90,11 @@ def minimal_norms(
         fn = attack
     else:
         raise TypeError(f"attack must be 'fab', 'fab-t', 'fmn' or a callable, got {attack!r}")
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
+    with frozen_eval(model):
         parts = [
             fn(model, x[i : i + batch_size], y[i : i + batch_size], norm).detach()
             for i in range(0, x.shape[0], batch_size)
         ]
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
     norms = torch.cat(parts) if parts else torch.zeros(0, device=x.device)
     if norms.shape != (x.shape[0],):
         raise ValueError(f"the attack returned norms of shape {tuple(norms.shape)}, need (N,)")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.attacks.threat import canonical_norm
 from robustact.evaluate.catalog import get_protocol
 from robustact.evaluate.diagnose import DiagnosticContext, run_diagnostics
@@ -163,7 +164,7 @@ def evaluate_suite(
     """
     if not eps:
         raise ValueError("evaluate_suite needs at least one eps, e.g. eps=[0.1]")
-    if isinstance(masking_n, bool) or not isinstance(masking_n, int) or masking_n < 1:
+    if not is_int(masking_n) or masking_n < 1:
         raise ValueError(f"masking_n must be an int >= 1, got {masking_n!r}")
     steps = len(protocols) * len(eps) + (len(eps) if masking else 0) + (1 if diagnostics else 0)
     with task("evaluation", total=steps) as progress:

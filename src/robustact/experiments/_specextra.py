@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.experiments import _specparse as P
 from robustact.experiments import builders as B
 from robustact.surgery import find_caps, replace_activations
@@ -71,9 +72,7 @@ def _value(kind: Any, v: Any, path: str, ctx: P.Ctx) -> Any:
             ctx.err(path, f"expected true or false, got {P.show(v)}")
         return v
     if kind == "ints":
-        if not (isinstance(v, list) and v) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in v
-        ):
+        if not (isinstance(v, list) and v) or not all(is_int(i) and i >= 1 for i in v):
             ctx.err(path, f"expected a non-empty list of integers >= 1, got {P.show(v)}")
             return None
         return sorted(set(v))

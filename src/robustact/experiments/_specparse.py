@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from robustact._validate import describe_range, in_range, is_int, is_number
 from robustact.activations import list_activations
 from robustact.data import DATASETS, list_datasets
 from robustact.experiments import builders as B
@@ -155,7 +156,7 @@ def lookup(value: Any, names: Sequence[str], kind: str, path: str, ctx: Ctx) -> 
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def number(
@@ -169,20 +170,11 @@ def number(
     hi_open: bool = False,
 ) -> Any:
     """A checked number (float for "num", int for "int"), or None after an error."""
-    ok = _is_num(v) and (kind == "num" or isinstance(v, int))
-    if ok and lo is not None:
-        ok = v > lo if lo_open else v >= lo
-    if ok and hi is not None:
-        ok = v < hi if hi_open else v <= hi
-    if ok:
+    ok = _is_num(v) and (kind == "num" or is_int(v))
+    if ok and in_range(v, lo, hi, min_open=lo_open, max_open=hi_open):
         return float(v) if kind == "num" else int(v)
     what = "a number" if kind == "num" else "an integer"
-    if lo is not None and hi is not None:
-        rng = f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
-        rng = f" {'>' if lo_open else '>='} {lo:g}"
-    else:
-        rng = ""
+    rng = describe_range(lo, hi, min_open=lo_open, max_open=hi_open)
     ctx.err(path, f"expected {what}{rng}, got {show(v)}")
     return None
 
@@ -336,7 +328,7 @@ def _where(v: Any, path: str, ctx: Ctx) -> Any:
         return None
     if isinstance(v, int):
         return v
-    if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+    if isinstance(v, list) and v and all(is_int(i) for i in v):
         return list(v)
     if isinstance(v, str) and v:
         if v.startswith("re:"):
@@ -358,13 +350,20 @@ def _where(v: Any, path: str, ctx: Ctx) -> Any:
     return None
 
 
+def _opened(
+    node: Any, names: list[str], what: str, path: str, ctx: Ctx
+) -> tuple[str, dict[str, Any], int] | None:
+    """A registry entry (``name`` or ``{name: {options}}``) opened for its own checks: the
+    name, a copy of the options, and the error count before those checks."""
+    got = registered(node, names, what, path, ctx)
+    return None if got is None else (got[0], dict(got[1]), len(ctx.errors))
+
+
 def activation_entry(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    got = registered(node, list_activations(), "activation", path, ctx)
-    if got is None:
+    opened = _opened(node, list_activations(), "activation", path, ctx)
+    if opened is None:
         return None
-    name = got[0]
-    opts = dict(got[1])
-    n0 = len(ctx.errors)
+    name, opts, n0 = opened
     cfg: dict[str, Any] = {"name": name}
     if "where" in opts:
         cfg["where"] = _where(opts["where"], join(path, "where"), ctx)
@@ -422,13 +421,10 @@ _OBJ_EXTRA = ("penalty",)
 
 
 def objective_entry(node: Any, path: str, ctx: Ctx, depth: int = 0) -> dict[str, Any] | None:
-    names = [*list_objectives(), "two_phase"]
-    got = registered(node, names, "objective", path, ctx)
-    if got is None:
+    opened = _opened(node, [*list_objectives(), "two_phase"], "objective", path, ctx)
+    if opened is None:
         return None
-    name = got[0]
-    opts = dict(got[1])
-    n0 = len(ctx.errors)
+    name, opts, n0 = opened
     cfg: dict[str, Any] = {"name": name}
     if "penalty" in opts:
         cfg["penalty"] = ranged("penalty", opts.pop("penalty"), join(path, "penalty"), ctx)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import robustact
+from robustact._validate import is_int
 from robustact.experiments._storefile import (
     CLAIM_COLUMNS,
     StoreError,
@@ -456,7 +457,7 @@ class ResultStore:
     def _seed(config: Mapping[str, Any], seed: int | None) -> int | None:
         if seed is None and isinstance(config, Mapping):
             cand = config.get("seed")
-            seed = cand if isinstance(cand, int) and not isinstance(cand, bool) else None
+            seed = cand if is_int(cand) else None
         return None if seed is None else int(seed)
 
     # -- reading ------------------------------------------------------------------------

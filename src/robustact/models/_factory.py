@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from robustact._registry import Registry
+from robustact._validate import is_int
 from robustact.activations import make_activation
 from robustact.models._actspec import (
     ActSpec,
@@ -81,9 +82,9 @@ def default_input_shape(name: str) -> tuple[int, int, int]:
 
 
 def _check_int(value: object, what: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _to_json(value: Any) -> Any:

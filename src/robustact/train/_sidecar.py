@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from robustact._validate import is_int
+
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_DEPTH", "CheckpointError", "parse_sidecar"]
 
 FORMAT = "robustact-checkpoint"
@@ -66,7 +68,7 @@ class _Check:
 
 
 def _is_int(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+    return lambda v: is_int(v) and v >= low
 
 
 def _opt(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:

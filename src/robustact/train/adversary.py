@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact._validate import check_float, check_int
 from robustact.attacks.base import Attack
-from robustact.attacks.engine import check_float, check_int
 from robustact.attacks.losses import get_loss
 
 
@@ -52,7 +52,7 @@ class TrainingPGD(Attack):
         self.step_size = (
             2.5 * self.eps / self.steps
             if step_size is None
-            else check_float("step_size", step_size)
+            else check_float("step_size", step_size, 0.0)
         )
         self.loss = loss
         self._loss_fn = get_loss(loss)
@@ -83,7 +83,7 @@ class TradesKL(Attack):
     ) -> None:
         super().__init__(eps=eps, norm="Linf", seed=seed)
         self.steps = check_int("steps", steps, 1)
-        self.step_size = check_float("step_size", step_size)
+        self.step_size = check_float("step_size", step_size, 0.0)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from robustact._validate import describe_range, is_int, is_number
+from robustact._validate import describe_range, in_range, is_int, is_number
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "plateau", "onecycle", "cosine", "piecewise")
@@ -35,10 +35,6 @@ class ConfigError(ValueError):
 
 def _fail(name: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"TrainConfig.{name} = {value!r} is invalid: {allowed}")
-
-
-def _within(v: float, lo: float, hi: float, lo_open: bool, hi_open: bool) -> bool:
-    return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
 
 
 _INF = math.inf
@@ -214,7 +210,11 @@ class TrainConfig:
             v = getattr(self, name)
             if v is None and name in _OPTIONAL:
                 continue
-            if not (is_number(v) and math.isfinite(v) and _within(v, lo, hi, lo_open, hi_open)):
+            if not (
+                is_number(v)
+                and math.isfinite(v)
+                and in_range(v, lo, hi, min_open=lo_open, max_open=hi_open)
+            ):
                 rng = describe_range(lo, hi, min_open=lo_open, max_open=hi_open)
                 raise _fail(name, v, f"must be a finite number{rng}")
             if not isinstance(v, (int, float)):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustact._validate import is_int
 from robustact.activations import cap_parameters
 from robustact.progress import Task, progress_enabled, task
 from robustact.train._batches import Batches, epoch_seed
@@ -234,7 +235,7 @@ def _num_classes(model: nn.Module, train: Batches) -> int | None:
     """The model's class count: its ``num_classes``, else the width of its logits on two
     training points (eval mode, RNG and mode restored); None for a one-shot loader."""
     k = getattr(model, "num_classes", None)
-    if isinstance(k, int) and not isinstance(k, bool):
+    if is_int(k):
         return k
     if not train.exact_order:
         return None
