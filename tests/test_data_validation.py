@@ -141,8 +141,8 @@ def test_checks_are_one_line_and_name_the_fix() -> None:
         (lambda: V.check_images(torch.rand(3)), ValueError, "batched"),
         (lambda: V.check_labels(y.float(), 3), TypeError, "y.long()"),
         (lambda: V.check_labels(y, 4), ValueError, "N = 4"),
-        (lambda: V.check_labels(y, 3, 2), ValueError, "0..1"),
-        (lambda: V.check_labels(y - 1, 3), ValueError, "-1..1"),
+        (lambda: V.check_labels(y, 3, 2), ValueError, "labels must be in [0, 2)"),
+        (lambda: V.check_labels(y - 1, 3), ValueError, "labels must be >= 0, got [-1, 1]"),
     ]
     for call, kind, needle in bad:
         with pytest.raises(kind) as e:

@@ -143,74 +143,95 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- the pixel contract
 
 
-def check_images(x: Any, name: str = "x", *, batched: bool = True) -> Tensor:
+def check_images(
+    x: Any, name: str = "x", *, batched: bool = True, what: str = "", any_float: bool = False
+) -> Tensor:
     """Checks images follow the pixel contract: a float tensor (float32, or a dtype float32
-    holds exactly), finite, in [0, 1]; shape (N, ...) when ``batched``.
+    holds exactly; any float dtype with ``any_float``, for data that is cast afterwards),
+    finite, in [0, 1]; shape (N, ...) when ``batched``. ``what`` ("training data") prefixes
+    every message.
 
     Raises:
         TypeError: not a tensor, an integer tensor, or float64 (name the conversion).
         ValueError: NaN/inf, values outside [0, 1] (0..255 data: divide by 255), no batch dim.
     """
+    p = f"{what}: " if what else ""
     if not isinstance(x, Tensor):
         raise TypeError(
-            f"{name} must be a torch tensor of images in [0, 1], got {type(x).__name__}"
+            f"{p}{name} must be a torch tensor of images in [0, 1], got {type(x).__name__}"
         )
     if not x.is_floating_point():
         hint = "; divide uint8 pixels by 255" if x.dtype == torch.uint8 else ""
-        raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}{hint}")
-    if x.dtype not in FLOAT32_EXACT:
+        raise TypeError(f"{p}{name} must be a float tensor in [0, 1], got dtype {x.dtype}{hint}")
+    if not any_float and x.dtype not in FLOAT32_EXACT:
         raise TypeError(
-            f"{name} is {str(x.dtype).removeprefix('torch.')}; models and attacks work in "
+            f"{p}{name} is {str(x.dtype).removeprefix('torch.')}; models and attacks work in "
             f"float32: pass {name}.float()"
         )
     if batched and x.dim() < 2:
-        raise ValueError(f"{name} must be batched (N, ...), got shape {tuple(x.shape)}")
+        raise ValueError(f"{p}{name} must be batched (N, ...), got shape {tuple(x.shape)}")
     if x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # one pass; NaN fails both
         if not (lo >= 0.0 and hi <= 1.0):
             if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{name} contains NaN or inf; images must be finite, in [0, 1]")
-            hint = (
-                "; these look like 0..255 pixel values: divide by 255"
+                raise ValueError(f"{p}{name} contains NaN or inf; images must be finite, in [0, 1]")
+            fix = (
+                "divide by 255 (these look like 0..255 pixel values)"
                 if lo >= 0.0 and hi <= 255.0
-                else "; feed un-normalised images and put normalisation inside the model"
+                else "feed un-normalised images and put normalisation inside the model"
             )
-            raise ValueError(f"{name} must lie in [0, 1] (got [{lo:.4g}, {hi:.4g}]){hint}")
+            raise ValueError(
+                f"{p}{name} must lie in [0, 1] (pixel contract), got values in "
+                f"[{lo:.4g}, {hi:.4g}]; {fix}"
+            )
     return x
 
 
 def check_labels(
-    y: Any, n: int | None = None, num_classes: int | None = None, name: str = "y"
-) -> Tensor:
+    y: Any, n: int | None = None, num_classes: int | None = None, name: str = "y", *,
+    what: str = "",
+) -> Tensor:  # fmt: skip
     """Checks labels are an int64 (N,) tensor of class indices in [0, num_classes).
 
     Raises:
         TypeError: not a tensor or not int64 (float labels: name the conversion).
         ValueError: wrong shape, N differs from ``n``, a label out of range.
     """
+    p = f"{what}: " if what else ""
     if not isinstance(y, Tensor):
-        raise TypeError(f"{name} must be a torch tensor of int64 labels, got {type(y).__name__}")
+        raise TypeError(f"{p}{name} must be a torch tensor of int64 labels, got {type(y).__name__}")
     if y.dtype != torch.int64:
-        raise TypeError(
-            f"{name} must hold int64 class labels, got dtype {y.dtype}; use {name}.long()"
+        fix = (
+            f"labels must be whole class numbers ({name}.long() if they are)"
+            if y.is_floating_point()
+            else f"use {name}.long()"
         )
+        raise TypeError(f"{p}{name} must hold int64 class labels, got {y.dtype}; {fix}")
     if y.dim() != 1 or (n is not None and y.shape[0] != n):
-        want = f"(N,) with N = {n}" if n is not None else "(N,)"
-        raise ValueError(f"{name} must be {want}, got shape {tuple(y.shape)}")
+        want = f"(N,) with N = {n} like x" if n is not None else "(N,)"
+        raise ValueError(f"{p}{name} must be {want}, got shape {tuple(y.shape)}")
     if y.numel():
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or (num_classes is not None and hi >= num_classes):
-            want = f"in 0..{num_classes - 1}" if num_classes is not None else ">= 0"
-            raise ValueError(f"{name} labels span {lo}..{hi}; class indices must be {want}")
+            bound = f"in [0, {num_classes}) (the model's classes)" if num_classes else ">= 0"
+            raise ValueError(
+                f"{p}{name}: labels must be {bound}, got [{lo}, {hi}]; check the dataset or "
+                "the model's num_classes"
+            )
     return y
 
 
-def check_batch(x: Any, y: Any, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
-    """:func:`check_images` and :func:`check_labels` on one batch, same size and device."""
-    check_images(x)
-    check_labels(y, int(x.shape[0]), num_classes)
+def check_batch(
+    x: Any, y: Any, num_classes: int | None = None, *, what: str = "", any_float: bool = False
+) -> tuple[Tensor, Tensor]:
+    """:func:`check_images` and :func:`check_labels` on one batch, same size and device;
+    shared by attacks, evaluation and training (``what="training data"``, ``any_float``:
+    training casts other float precisions to the model's)."""
+    check_images(x, what=what, any_float=any_float)
+    check_labels(y, int(x.shape[0]), num_classes, what=what)
     if y.device != x.device:
-        raise ValueError(f"x is on {x.device} but y on {y.device}; move both to one device")
+        p = f"{what}: " if what else ""
+        raise ValueError(f"{p}x is on {x.device} but y on {y.device}; move both to one device")
     return x, y
 
 

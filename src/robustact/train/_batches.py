@@ -6,9 +6,9 @@ returning ``(x, y)``; or any iterable of ``(x, y)`` batches (a ``DataLoader``). 
 three the order of each epoch depends only on ``(seed, epoch)``, which makes resumption
 exact; a user's loader keeps its own order.
 
-Every batch obeys the pixel contract (:func:`check_batch`): tensors are checked once, the
-batches of a dataset or loader as they are drawn. Float images of another precision
-(float64, float16) are cast to the model's dtype.
+Every batch obeys the pixel contract (the toolkit's :func:`~robustact._validate.check_batch`):
+tensors are checked once, the batches of a dataset or loader as they are drawn. Float images
+of another precision (float64, float16) are cast to the model's dtype.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from robustact._validate import check_batch
 
 _MIX = 1_000_003  # odd multiplier so (seed, epoch) pairs map to distinct seeds
 
@@ -42,54 +44,6 @@ def shard_order(order: Tensor, world_size: int, rank: int) -> Tensor:
     if total > n:
         order = torch.cat([order, order[: total - n]])
     return order[rank::world_size]
-
-
-def check_batch(x: Any, y: Any, what: str, num_classes: int | None = None) -> None:
-    """The pixel contract of training data, as one-line errors naming the fix.
-
-    ``x``: a float tensor (N, ...) of finite values in [0, 1]; ``y``: int64 class labels
-    (N,) in ``[0, num_classes)``. (Meant to move to the shared validation toolkit.)
-
-    Raises:
-        TypeError: wrong tensor types or dtypes (float or int32 labels).
-        ValueError: wrong shapes, NaN/inf, values outside [0, 1], labels out of range.
-    """
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(
-            f"{what}: x and y must be tensors, got {type(x).__name__}, {type(y).__name__}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{what}: x must be a float tensor in [0, 1], got dtype {x.dtype}; "
-            "use x.float() / 255 for 8-bit images"
-        )
-    if x.dim() < 2:
-        raise ValueError(f"{what}: x must be batched (N, ...), got shape {tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{what}: y must be (N,) with N = {x.shape[0]} like x, got shape {tuple(y.shape)}"
-        )
-    if y.dtype != torch.int64:
-        fix = "labels must be whole class numbers" if y.is_floating_point() else "use y.long()"
-        raise TypeError(f"{what}: y must be int64 class labels, got {y.dtype}; {fix}")
-    if x.numel():
-        lo, hi = float(x.min()), float(x.max())  # NaN propagates into both
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"{what}: x contains NaN or inf; clean the data first")
-        if lo < 0.0 or hi > 1.0:
-            fix = "divide by 255" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else "rescale it"
-            raise ValueError(
-                f"{what}: x must lie in [0, 1] (pixel contract), got values in "
-                f"[{lo:.4g}, {hi:.4g}]; {fix}"
-            )
-    if y.numel():
-        lo_y, hi_y = int(y.min()), int(y.max())
-        if lo_y < 0 or (num_classes is not None and hi_y >= num_classes):
-            bound = f"in [0, {num_classes}) (the model's classes)" if num_classes else ">= 0"
-            raise ValueError(
-                f"{what}: labels must be {bound}, got [{lo_y}, {hi_y}]; check the dataset or "
-                "the model's num_classes"
-            )
 
 
 class Batches:
@@ -124,7 +78,7 @@ class Batches:
             and len(data) == 2
             and all(isinstance(t, Tensor) for t in data)
         ):
-            check_batch(data[0], data[1], what)
+            check_batch(data[0], data[1], what=what, any_float=True)
             self.tensors = (data[0].to(device, dtype), data[1].to(device))
         elif (
             hasattr(data, "__getitem__")
@@ -146,7 +100,7 @@ class Batches:
         """Check labels against the model's class count (tensors now, other data per batch)."""
         self.num_classes = num_classes
         if self.tensors is not None and num_classes is not None:
-            check_batch(*self.tensors, self.what, num_classes)
+            check_batch(*self.tensors, num_classes, what=self.what, any_float=True)
 
     @property
     def exact_order(self) -> bool:
@@ -215,7 +169,7 @@ class Batches:
             yield self._checked(xb, yb)
 
     def _checked(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        check_batch(x, y, self.what, self.num_classes)
+        check_batch(x, y, self.num_classes, what=self.what, any_float=True)
         return (x.to(self.device, self.dtype, non_blocking=True),
                 y.to(self.device, non_blocking=True))  # fmt: skip
 
