@@ -36,14 +36,28 @@ def _entry(label: str, attack: str, **kw: Any) -> ProtocolEntry:
     return ProtocolEntry(label=label, attack=attack, kwargs=kw, **opts)
 
 
-def _paper_protocol(
-    name: str, entries: tuple[ProtocolEntry, ...], eps: float, norm: str, fast: bool
+def _protocol(
+    name: str,
+    entries: tuple[ProtocolEntry, ...],
+    eps: float,
+    norm: str,
+    fast: bool,
+    *,
+    cascade: bool,
+    eot_samples: int = 1,
 ) -> Protocol:
-    """How the papers evaluate: every attack on every point (no cascade), no EOT for
-    ``eot="auto"`` entries, and 5 full runs of a stochastic model (3 when fast)."""
+    """A built-in protocol: a stochastic model runs it 5 times (3 when fast). The paper
+    protocols (``cascade=False``) run every attack on every point with no EOT; the others
+    cascade, as AutoAttack does."""
     return Protocol(
-        name, entries, eps, norm, fast=fast, cascade=False, eot_samples=1, repeats=3 if fast else 5
-    )
+        name, entries, eps, norm, fast=fast, cascade=cascade, eot_samples=eot_samples,
+        repeats=3 if fast else 5,
+    )  # fmt: skip
+
+
+def _through_caps(label: str, attack: str, **kw: Any) -> ProtocolEntry:
+    """An adaptive gradient attack: BPDA through caps, EOT over a model's randomness."""
+    return _entry(label, attack, bpda=True, eot="auto", **kw)
 
 
 @PROTOCOLS.register("seed")
@@ -68,7 +82,7 @@ def _seed(eps: float, norm: str, fast: bool) -> Protocol:
         ),
         _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8),
     )
-    return _paper_protocol("seed", entries, eps, norm, fast)
+    return _protocol("seed", entries, eps, norm, fast, cascade=False)
 
 
 @PROTOCOLS.register("seed-brelu")
@@ -87,34 +101,30 @@ def _seed_brelu(eps: float, norm: str, fast: bool) -> Protocol:
             own_threat=True,
         ),
     )
-    return _paper_protocol("seed-brelu", entries, eps, norm, fast)
+    return _protocol("seed-brelu", entries, eps, norm, fast, cascade=False)
 
 
 @PROTOCOLS.register("adaptive")
 def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
     steps = 20 if fast else 100
     entries = (
-        _entry("APGD-CE+BPDA", "apgd", loss="ce", steps=steps, bpda=True, eot="auto"),
-        _entry("APGD-DLR+BPDA", "apgd", loss="dlr", steps=steps, bpda=True, eot="auto"),
-        _entry(
+        _through_caps("APGD-CE+BPDA", "apgd", loss="ce", steps=steps),
+        _through_caps("APGD-DLR+BPDA", "apgd", loss="dlr", steps=steps),
+        _through_caps(
             "PGD-margin+BPDA",
             "pgd",
             loss="margin",
             steps=steps,
             restarts=1 if fast else 5,
             random_start=True,
-            bpda=True,
-            eot="auto",
         ),
-        _entry(
+        _through_caps(
             "APGD-T+BPDA",
             "apgd",
             loss="dlr",
             targeted=True,
             n_target_classes=3 if fast else 9,
             steps=steps,
-            bpda=True,
-            eot="auto",
         ),
         _entry("Square+EOT", "square", queries=300 if fast else 5000, p_init=0.8, eot="auto"),
         ProtocolEntry(
@@ -128,15 +138,8 @@ def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
             eot="auto",
         ),
     )
-    return Protocol(
-        "adaptive",
-        entries,
-        eps,
-        norm,
-        fast=fast,
-        cascade=True,
-        eot_samples=8 if fast else DEFAULT_EOT,
-        repeats=3 if fast else 5,
+    return _protocol(
+        "adaptive", entries, eps, norm, fast, cascade=True, eot_samples=8 if fast else DEFAULT_EOT
     )
 
 
@@ -158,16 +161,7 @@ def _autoattack(eps: float, norm: str, fast: bool) -> Protocol:
         _entry("FAB-T", "fab", targeted=True, n_target_classes=targets, steps=steps),
         _entry("Square", "square", queries=300 if fast else 5000, p_init=0.8, resample=False),
     )
-    return Protocol(
-        "autoattack",
-        entries,
-        eps,
-        norm,
-        fast=fast,
-        cascade=True,
-        eot_samples=1,
-        repeats=3 if fast else 5,
-    )
+    return _protocol("autoattack", entries, eps, norm, fast, cascade=True)
 
 
 @PROTOCOLS.register("autoattack-rand")
@@ -179,13 +173,4 @@ def _autoattack_rand(eps: float, norm: str, fast: bool) -> Protocol:
         _entry("APGD-CE+EOT", "apgd", loss="ce", steps=steps, eot=eot),
         _entry("APGD-DLR+EOT", "apgd", loss="dlr", steps=steps, eot=eot),
     )
-    return Protocol(
-        "autoattack-rand",
-        entries,
-        eps,
-        norm,
-        fast=fast,
-        cascade=True,
-        eot_samples=eot,
-        repeats=3 if fast else 5,
-    )
+    return _protocol("autoattack-rand", entries, eps, norm, fast, cascade=True, eot_samples=eot)
