@@ -238,8 +238,9 @@ def _titles(protocols: Sequence[str], paper: str | None, metric: str) -> list[tu
     order += [p for p in protocols if p not in order]
     out: list[tuple[Any, str]] = [(None, f"Clean {what}")]
     for p in order:
-        kind = (f"paper protocol ({p})" if p != "seed" else "paper protocol") if p == paper \
-            else f"{p} protocol"  # fmt: skip
+        kind = f"{p} protocol" if p != paper else "paper protocol"
+        if p == paper and p != "seed":  # a recipe's own name for it (seed-pgd, seed-brelu)
+            kind += f" ({p} protocol)"
         out.append((p, f"Robust {what}, {kind}"))
     return out
 

@@ -51,7 +51,7 @@ class MethodComparison:
         f = self.friedman
         width = max(len(n) for n in self.method_names)
         n, k = self.n_datasets, len(self.method_names)
-        lines = [f"Comparison of {k} methods over {n} blocks (datasets or dataset × ε)"]
+        lines = [f"Comparison of {k} methods over {n} blocks"]
         lines.append("Average ranks (1 = best):")
         for i in np.argsort(self.avg_ranks, kind="stable"):
             lines.append(f"  {self.method_names[i]:<{width}}  {self.avg_ranks[i]:.2f}")
