@@ -239,7 +239,7 @@ def test_run_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "srelu(max\\_value=0.5, where=0)" in md  # one column per varying config
     assert main(["report", str(db), "--out", str(tmp_path / "r2"), "--formats", "csv"]) == 0
     assert sorted(p.name for p in (tmp_path / "r2").iterdir()) == [
-        "records.csv", "summary.csv", "table_mini.csv",
+        "records.csv", "summary.csv", "table_clean.csv", "table_mini.csv",
     ]  # fmt: skip
 
 

@@ -66,21 +66,28 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_build_report_files(report: dict[str, Path]) -> None:
-    assert set(report) == {"md", "tex", "html", "csv", "csv:summary", "csv:seed", "csv:adaptive"}
+    assert set(report) == {
+        "md", "tex", "html", "csv", "csv:summary", "csv:clean", "csv:seed", "csv:adaptive"
+    }  # fmt: skip
     out = report["md"].parent
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in report.values())
     md = report["md"].read_text()
     assert md.startswith("# Toy \\<report\\>\n")
-    assert "| MNIST | clean | – | **98.50 (1)** | 97.90 (3) | 98.00 (2) |" in md
-    assert "| Average |  |  | 35.33 (2.60) | **80.12 (1.40)** | 54.10 (2.00) |" in md
+    # rank tables: clean (blocks: datasets), then robust (blocks: dataset x threat model);
+    # the seed protocol has no "worst" row here, so its robust accuracy is PGD, the lowest
+    assert "| MNIST | **98.5 (1)** | 97.9 (3) | 98.0 (2) |" in md
+    assert "| FMNIST | linf ε=0.05 | 8.5 (3) | **88.6 (1)** | 44.0 (2) |" in md
+    assert "| Average |  | 7.6 (3.00) | **75.7 (1.00)** | 37.8 (2.00) |" in md
+    assert "Comparison of 3 methods over 4 blocks" in md
+    assert "† masking verdict masked: S-ReLU; its rank rests on a masked number" in md
     assert "| MNIST | S-ReLU | 0.05 | linf | 97.90 | 89.60 | 16.00 | 73.60 | MASKED " in md
-    assert "Nemenyi critical difference CD = 1.05" in md
+    assert "Nemenyi critical difference CD = 1.66" in md  # q(3) = 2.344, sqrt(12 / 24)
     tex = report["tex"].read_text()
-    assert r"\textbf{80.12 (1.40)}" in tex and r"\&" in tex and "<script>" in tex  # no & raw
+    assert r"\textbf{75.7 (1.00)}" in tex and r"\&" in tex and "<script>" in tex  # no & raw
     assert all(ln.startswith("%") for ln in tex.splitlines() if "Friedman" in ln)
     seed = list(csv.reader(report["csv:seed"].read_text().splitlines()))
-    assert seed[0][:5] == ["Dataset", "Attack", "ε", "ReLU", "ReLU rank"]
-    assert seed[-1][0] == "Average" and float(seed[-1][4]) == pytest.approx(2.6)
+    assert seed[0][:4] == ["Dataset", "Threat model", "ReLU", "ReLU rank"]
+    assert seed[-1][0] == "Average" and float(seed[-1][3]) == pytest.approx(3.0)
     summary = list(csv.DictReader(report["csv:summary"].read_text().splitlines()))
     s_relu = next(r for r in summary if r["method"] == "S-ReLU")
     assert (s_relu["robust_seed"], s_relu["robust_adaptive"], s_relu["verdict"]) == (
@@ -97,15 +104,16 @@ def test_html_is_self_contained_and_escaped(report: dict[str, Path]) -> None:
     for ref in ("http://", "https://", "file://", "<link", "url(", "@import"):
         assert ref not in page, ref
     srcs = re.findall(r'\bsrc="([^"]*)"', page)
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    # 2 eps plots (one per dataset), 2 CD diagrams, the caps figure given by the caller.
-    assert page.count("<figure>") == 5
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    # 2 eps plots (one per dataset), 3 CD diagrams (clean, seed, adaptive), the caps figure
+    assert page.count("<figure>") == 6
     assert page.count("<script>") == 1  # ours only: the method name is escaped
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page
     assert "<title>Toy &lt;report&gt;</title>" in page
     assert page.count('class="verdict verdict-bad"') == 4  # S-ReLU x 2 datasets x 2 eps
     assert page.count('class="verdict verdict-good"') == 8
     side = page[page.index('<div class="side">') :]
+    assert side.index('data-protocol="clean"') < side.index('data-protocol="seed"')
     assert side.index('data-protocol="seed"') < side.index('data-protocol="adaptive"')
 
 
@@ -157,9 +165,9 @@ def test_html_renders_in_headless_chromium(report: dict[str, Path], tmp_path: Pa
     assert res.returncode == 0, res.stderr[-2000:]
     dom = res.stdout
     # Written by the page's script after "load": every image decoded, every table laid out.
-    assert 'data-images-loaded="5"' in dom and 'data-images-total="5"' in dom, dom[:300]
-    assert 'data-tables-visible="3"' in dom  # summary + seed + adaptive rank tables
-    assert '<td class="best">80.12 (1.40)</td>' in dom
+    assert 'data-images-loaded="6"' in dom and 'data-images-total="6"' in dom, dom[:300]
+    assert 'data-tables-visible="4"' in dom  # summary + clean, seed, adaptive rank tables
+    assert '<td class="best">75.7 (1.00)</td>' in dom
     res = subprocess.run([*narrow, "--dump-dom", url], capture_output=True, text=True, timeout=90)
     assert 'data-overflow-px="0"' in res.stdout  # fits a 1280 px window: no sideways scroll
     shot = tmp_path / "shot.png"

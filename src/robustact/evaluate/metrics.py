@@ -204,4 +204,5 @@ def summarise_repeats(
             "clean_acc": _frac(majority_correct(clean_preds, y, num_classes)),
             "robust_acc": _frac(majority_correct(worst_preds, y, num_classes)),
         },
+        runs=series,
     )

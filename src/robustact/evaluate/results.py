@@ -55,7 +55,7 @@ class AttackMetrics:
             "cumulative_accuracy": self.cumulative_accuracy, "success_rate": self.success_rate,
             "mean_max_prob": self.mean_max_prob, "mean_true_prob": self.mean_true_prob,
             "mean_linf": self.mean_linf, "mean_l2": self.mean_l2, "seconds": self.seconds,
-            **_repeat_stats(sd, f"attack/{self.label}/acc"),
+            **_repeat_stats(sd, f"attack/{self.label}/acc", cumulative=self.accuracy is None),
         }  # fmt: skip
 
     def threat(self) -> tuple[float | None, str | None]:
@@ -78,12 +78,14 @@ class StochasticSummary:
         worst_of_r: clean_acc / robust_acc counting a point only if it is correct in all R runs.
         majority_vote: clean_acc / robust_acc of the majority vote of the R predictions
             (clean input; each run's worst-case adversarial example); ties count as wrong.
+        runs: metric name (as in ``mean_sd``) -> its value in each of the R runs.
     """
 
     repeats: int
     mean_sd: dict[str, MeanSD]
     worst_of_r: dict[str, float]
     majority_vote: dict[str, float]
+    runs: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class StochasticSummary:
             },
             "worst_of_r": dict(self.worst_of_r),
             "majority_vote": dict(self.majority_vote),
+            "runs": {k: list(v) for k, v in self.runs.items()},
         }
 
 
@@ -212,7 +215,9 @@ class EvalResult:
     def rows(self, *, with_clean: bool = True) -> list[MetricRow]:
         """Typed rows of the evaluation (kind "result"; see :mod:`robustact.evaluate.rows`).
 
-        Absent values (None, NaN) give no row.
+        Absent values (None, NaN) give no row. For a stochastic model (R repeated runs)
+        the ``accuracy`` rows hold the mean over the R runs (``accuracy_sd`` its sd), and
+        each run's accuracy is kept as an ``accuracy_run`` row (item: the run, "1".."R").
 
         Args:
             with_clean: include the clean rows (eps-independent: an evaluation at several
@@ -238,6 +243,29 @@ class EvalResult:
         out += self._rows("worst", worst, threat, self.per_class_robust)
         for a in self.attacks:
             out += self._rows(a.label, a.values(sd), threat if a.in_worst_case else a.threat())
+        return out + self._run_rows(with_clean)
+
+    def _run_rows(self, with_clean: bool) -> list[MetricRow]:
+        """One ``accuracy_run`` row per repeated run (stochastic models; else none)."""
+        if self.stochastic is None:
+            return []
+        Threat = tuple[float | None, str | None]
+        threats: dict[str, tuple[str, Threat]] = {"robust_acc": ("worst", (self.eps, self.norm))}
+        if with_clean:
+            threats["clean_acc"] = ("clean", (None, None))
+        for a in self.attacks:
+            if a.accuracy is None:  # cascade: the runs' series is its cumulative accuracy
+                continue
+            own = (self.eps, self.norm) if a.in_worst_case else a.threat()
+            threats[f"attack/{a.label}/acc"] = (a.label, own)
+        out = []
+        for key, values in self.stochastic.runs.items():
+            if key not in threats:
+                continue
+            attack, (eps, norm) = threats[key]
+            out += [MetricRow(self.protocol, attack, "accuracy_run", float(v), eps, norm,
+                              item=str(i), n=self.n)
+                    for i, v in enumerate(values, start=1) if finite(v)]  # fmt: skip
         return out
 
     def _rows(
@@ -271,14 +299,22 @@ class EvalResult:
         return to_text(self.to_table(), width=width)
 
 
-def _repeat_stats(sd: StochasticSummary | None, key: str) -> dict[str, float | None]:
+def _repeat_stats(
+    sd: StochasticSummary | None, key: str, *, cumulative: bool = False
+) -> dict[str, float | None]:
     """Metric suffix -> value of the repeated-run statistics of one accuracy (``key`` as
-    :func:`robustact.evaluate.metrics.summarise_repeats` names it); empty without repeats."""
+    :func:`robustact.evaluate.metrics.summarise_repeats` names it); empty without repeats.
+
+    ``accuracy`` is the mean over the runs (the headline of a stochastic model, not run 1)
+    where the accuracy itself is measured; with ``cumulative`` (an attack in cascade mode,
+    which has no accuracy of its own) only ``accuracy_mean``/``accuracy_sd`` are given."""
     if sd is None:
         return {}
     out: dict[str, float | None] = {}
     if key in sd.mean_sd:
         out.update(accuracy_mean=sd.mean_sd[key].mean, accuracy_sd=sd.mean_sd[key].sd)
+        if not cumulative:
+            out["accuracy"] = sd.mean_sd[key].mean
     if key in sd.worst_of_r:
         out["accuracy_worst_of_r"] = sd.worst_of_r[key]
     if key in sd.majority_vote:

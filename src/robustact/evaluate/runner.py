@@ -219,7 +219,8 @@ def evaluate(
             deterministic models always run once.
     Returns:
         :class:`~robustact.evaluate.metrics.EvalResult`; for stochastic models its
-        top-level numbers are those of the first run and ``stochastic`` holds the summary.
+        top-level numbers are those of the first run and ``stochastic`` holds the summary
+        (mean ± sd, each run); its typed rows headline the mean over the runs.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -265,5 +266,8 @@ def evaluate(
     result = results[0]
     if stochastic:
         result.stochastic = summarise_repeats(runs, results, num_classes)
-        result.notes.append(f"stochastic model: {r} runs; top-level numbers are run 1 of {r}")
+        result.notes.append(
+            f"stochastic model: {r} runs; the table shows run 1 of {r}, the stored rows' "
+            f"accuracy is the mean over the {r} runs (accuracy_run: each run)"
+        )
     return result

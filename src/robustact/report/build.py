@@ -19,22 +19,15 @@ from robustact.report import html as html_mod
 from robustact.report.plots import (
     plot_accuracy_vs_eps,
     plot_accuracy_vs_lambda,
-    plot_cd_diagram,
     series_from_records,
 )
+from robustact.report.ranking import cd_figures, rank_methods, ranking_latex, ranking_markdown
 from robustact.report.summary import SummaryRow, protocol_summary
 from robustact.report.tables import (
-    RankTable,
-    comparison,
     fmt_key,
     header,
     markdown_escape,
-    pivot,
-    rank_table,
-    statistics_text,
     to_csv,
-    to_latex,
-    to_markdown,
 )
 
 FORMATS = ("md", "tex", "csv", "html")
@@ -254,7 +247,8 @@ def build_report(
         formats: any of "md" (report.md), "tex" (report.tex), "csv" (records.csv,
             summary.csv, table_<protocol>.csv), "html" (report.html, self-contained).
         method_key: record key(s) naming the methods (default: `guess_method_key`).
-        row_keys: keys making a table row (default: dataset if recorded, attack, eps).
+        row_keys: keys of a rank-table block (default: the dataset if recorded); robust
+            tables add the threat model (see `robustact.report.ranking`).
         metric: the metric tabulated and ranked.
         protocols: protocols to tabulate (default: all, "seed" then "adaptive" first).
         lambda_key: config key of the penalty weight for an accuracy-vs-lambda plot
@@ -278,10 +272,6 @@ def build_report(
         records = with_method_labels(records)
     mkey = method_key if method_key is not None else guess_method_key(records)
     groups = [k for k in ("cfg.dataset", "cfg.dataset.name") if any(k in r for r in records)]
-    if row_keys is None:
-        row_keys = [*groups, "attack", "eps"]
-        if len({r.get("norm") for r in records if r.get("norm")}) > 1:
-            row_keys.append("norm")
     # runner records also hold masking, training and diagnostic rows: not accuracies to rank
     results = evaluation_records(records)
     present = _distinct(results, "protocol")
@@ -290,8 +280,12 @@ def build_report(
     ]
     protos = list(protocols) if protocols is not None else order
 
-    tables, notes = _rank_tables(results, protos, mkey, row_keys, metric, alpha)
     seed_p, adaptive_p = summary_protocols(present)
+    tables, notes = rank_methods(
+        records, method_key=mkey, block_keys=groups if row_keys is None else row_keys,
+        protocols=protos, paper_protocol=seed_p,
+        metric=metric, alpha=alpha, masking=masking,
+    )  # fmt: skip
     rows = protocol_summary(
         results, method_key=mkey, group_keys=groups, metric=metric, masking=masking,
         seed_protocol=seed_p, adaptive_protocol=adaptive_p,
@@ -304,31 +298,6 @@ def build_report(
 
     page = _Page(title, meta, notes, rows, groups, tables, figs, dpi)
     return _write(page, records, Path(out_dir), formats)
-
-
-def _rank_tables(
-    results: Sequence[Mapping[str, Any]], protos: Sequence[str], mkey: Any,
-    row_keys: Sequence[str], metric: str, alpha: float,
-) -> tuple[list[html_mod.ProtocolTable], list[str]]:  # fmt: skip
-    """One rank table per protocol (and a note for each that cannot be ranked)."""
-    tables: list[html_mod.ProtocolTable] = []
-    notes: list[str] = []
-    for p in protos:
-        try:
-            t: RankTable = rank_table(
-                pivot(
-                    results,
-                    method_key=mkey,
-                    row_keys=row_keys,
-                    where={"metric": metric, "protocol": p},
-                )
-            )
-        except ValueError as err:
-            notes.append(f"{p} protocol: {err}")
-            continue
-        caption = f"{metric} under the {p} protocol: score (rank); last row mean (average rank)"
-        tables.append(html_mod.ProtocolTable(p, t, statistics_text(t, alpha), caption))
-    return tables, notes
 
 
 def _figures(
@@ -348,11 +317,7 @@ def _figures(
         if ser:
             name = f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"
             figs[name] = plot_accuracy_vs_lambda(ser)
-    for pt in tables:
-        if comparison(pt.table, alpha) is not None:
-            figs[f"Critical difference, {pt.protocol} protocol"] = plot_cd_diagram(
-                pt.table, alpha=alpha
-            )
+    figs.update(cd_figures(tables, alpha))
     return figs
 
 
@@ -381,17 +346,11 @@ def _write(
     if "md" in formats:
         md = [f"# {markdown_escape(title)}", "", markdown_escape(meta), ""]
         md += ["## Seed protocol vs adaptive protocol", "", _summary_markdown(rows, groups)]
-        for pt in tables:
-            caption = markdown_escape(pt.caption)
-            md += [f"## {markdown_escape(pt.protocol)} protocol", "", caption, ""]
-            md += [to_markdown(pt.table), "```text", pt.stats, "```", ""]
-        md += [f"> {markdown_escape(n)}" for n in notes]
+        md += ranking_markdown(tables, notes)
         written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")
     if "tex" in formats:
         tex = [f"% {title} -- {meta}".replace("\n", " "), r"% needs \usepackage{booktabs}", ""]
-        for pt in tables:
-            tex.append(to_latex(pt.table, caption=pt.caption, label=f"tab:{_slug(pt.protocol)}"))
-            tex += [f"% {line}" for line in pt.stats.splitlines()] + [""]
+        tex += ranking_latex(tables)
         written["tex"] = atomic_write_text(out / "report.tex", "\n".join(tex))
     if "csv" in formats:
         written["csv"] = atomic_write_text(out / "records.csv", records_to_csv_text(records))

@@ -80,12 +80,14 @@ window.addEventListener("load", function () {
 
 @dataclass(frozen=True)
 class ProtocolTable:
-    """A rank table of one protocol with its statistics text, for the side-by-side view."""
+    """A rank table of one protocol (or "clean") with its statistics text, for the
+    side-by-side view; ``title`` names the metric (default: "<protocol> protocol")."""
 
     protocol: str
     table: RankTable
     stats: str
     caption: str = ""
+    title: str = ""
 
 
 def esc(value: object) -> str:
@@ -201,8 +203,8 @@ def render_html(
         parts.append('<h2>Rank tables</h2><div class="side">')
         for pt in protocol_tables:
             parts.append(f'<section data-protocol="{esc(pt.protocol)}">')
-            parts.append(f"<h3>{esc(pt.protocol)} protocol</h3>")
-            parts.append(rank_table_html(pt.table, caption=pt.caption))
+            parts.append(f"<h3>{esc(pt.title or pt.protocol + ' protocol')}</h3>")
+            parts.append(rank_table_html(pt.table, caption=pt.caption, digits=1))
             parts.append(f'<pre class="stats">{esc(pt.stats)}</pre></section>')
         parts.append("</div>")
     if figures:

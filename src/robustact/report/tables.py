@@ -24,7 +24,8 @@ import numpy as np
 from robustact.stats import MethodComparison, compare_methods, rank_matrix
 
 #: Column headers for well-known record keys (anything else: "cfg." stripped, capitalised).
-HEADERS = {"eps": "ε", "norm": "Norm", "attack": "Attack", "protocol": "Protocol"}
+HEADERS = {"eps": "ε", "norm": "Norm", "attack": "Attack", "protocol": "Protocol",
+           "threat": "Threat model", "block": "Block"}  # fmt: skip
 _LATEX_HEADERS = {"eps": r"$\epsilon$"}
 MISSING = "–"
 
@@ -39,6 +40,8 @@ class Pivot:
         methods: method labels (columns), in first-appearance order.
         values: (N, k) mean score per condition and method; NaN where nothing was recorded.
         counts: (N, k) how many records were averaged (e.g. seeds).
+        sds: (N, k) sample sd over those records (NaN for one), shown as "± sd"; None
+            shows none.
     """
 
     row_keys: tuple[str, ...]
@@ -46,6 +49,7 @@ class Pivot:
     methods: list[str]
     values: np.ndarray
     counts: np.ndarray
+    sds: np.ndarray | None = None
 
 
 def method_label(record: Mapping[str, Any], method_key: str | Sequence[str]) -> str:
@@ -163,6 +167,7 @@ def rank_table(p: Pivot, *, higher_is_better: bool = True) -> RankTable:
         p.methods,
         vals,
         p.counts[keep],
+        None if p.sds is None else p.sds[keep],
     )
     return RankTable(
         pivot=kept,
@@ -222,10 +227,17 @@ def label_rows(rows: list[tuple[Any, ...]]) -> list[list[str]]:
 
 
 def cell_strings(t: RankTable, digits: int, rank_digits: int) -> tuple[list[list[str]], list[str]]:
-    """Body cells "97.30 (1)" and the average-row cells "83.35 (1.60)"."""
+    """Body cells "97.30 (1)" (with the pivot's sds: "97.30 ± 0.40 (1)") and the
+    average-row cells "83.35 (1.60)"."""
+    sds = t.pivot.sds if t.pivot.sds is not None else np.full_like(t.pivot.values, np.nan)
+
+    def cell(v: float, sd: float, r: float) -> str:
+        pm = f" ± {sd:.{digits}f}" if math.isfinite(sd) else ""
+        return f"{v:.{digits}f}{pm} ({fmt_rank(r)})"
+
     body = [
-        [f"{v:.{digits}f} ({fmt_rank(r)})" for v, r in zip(vrow, rrow, strict=True)]
-        for vrow, rrow in zip(t.pivot.values, t.ranks, strict=True)
+        [cell(v, sd, r) for v, sd, r in zip(vrow, srow, rrow, strict=True)]
+        for vrow, srow, rrow in zip(t.pivot.values, sds, t.ranks, strict=True)
     ]
     avg = [
         f"{m:.{digits}f} ({a:.{rank_digits}f})" for m, a in zip(t.means, t.avg_ranks, strict=True)

@@ -1,5 +1,6 @@
 """Statistics for comparing methods: ranks, ANOVA, Friedman / Iman-Davenport, Nemenyi
-critical difference and its diagram, McNemar, Wilson intervals, mean ± sd over seeds.
+critical difference and its diagram, McNemar, Wilson intervals, mean ± sd over seeds
+(`aggregate_seeds`: store records that differ only by the seed -> mean, sd, n_seeds).
 
 Built on scipy; the few hand-written formulas (Friedman from average ranks, Iman-Davenport,
 the CD and its groups) say why in their docstrings. References: J. Demšar, "Statistical
@@ -25,6 +26,7 @@ from robustact.stats.posthoc import (
 )
 from robustact.stats.ranks import average_ranks, rank_matrix
 from robustact.stats.samples import McNemarResult, MeanSD, mcnemar, mean_sd, wilson_interval
+from robustact.stats.seeds import SeedAggregate, aggregate_seeds, seed_free_key
 
 __all__ = [
     "AnovaResult",
@@ -32,6 +34,8 @@ __all__ = [
     "McNemarResult",
     "MeanSD",
     "MethodComparison",
+    "SeedAggregate",
+    "aggregate_seeds",
     "average_ranks",
     "cd_diagram",
     "compare_methods",
@@ -45,5 +49,6 @@ __all__ = [
     "nonsignificant_groups",
     "one_way_anova",
     "rank_matrix",
+    "seed_free_key",
     "wilson_interval",
 ]

@@ -50,7 +50,8 @@ class MethodComparison:
         """Plain-text summary (several lines) for logs and reports."""
         f = self.friedman
         width = max(len(n) for n in self.method_names)
-        lines = [f"Comparison of {len(self.method_names)} methods on {self.n_datasets} datasets"]
+        n, k = self.n_datasets, len(self.method_names)
+        lines = [f"Comparison of {k} methods over {n} blocks"]
         lines.append("Average ranks (1 = best):")
         for i in np.argsort(self.avg_ranks, kind="stable"):
             lines.append(f"  {self.method_names[i]:<{width}}  {self.avg_ranks[i]:.2f}")
