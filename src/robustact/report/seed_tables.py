@@ -23,6 +23,7 @@ from robustact.evaluate.rows import MetricRow
 from robustact.experiments.paper import Column, PaperNumbers, PaperTable
 from robustact.experiments.paper_join import no_row_reason, row_for_config
 from robustact.report.cells import CellView, adaptive_protocol, mean, paper_protocols
+from robustact.report.html import verdict_html
 
 __all__ = [
     "SeedLine",
@@ -459,14 +460,12 @@ def seed_table_html(t: SeedTable) -> str:
     out.append("</tr></thead><tbody>")
     for ln in t.lines:
         cs = _cells(t, ln)
-        out.append(
-            "<tr>"
-            + "".join(
-                f'<td class="lab">{e(x)}</td>' if i < 2 or i == len(cs) - 1 else f"<td>{e(x)}</td>"
-                for i, x in enumerate(cs)
-            )
-            + "</tr>"
-        )
+        tds = [
+            f'<td class="lab">{e(x)}</td>' if i < 2 else f"<td>{e(x)}</td>"
+            for i, x in enumerate(cs[:-1])
+        ]
+        tds.append(f'<td class="lab">{verdict_html(ln.verdict)}</td>')
+        out.append("<tr>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
     out += [f'<p class="note">{e(n)}</p>' for n in t.notes]
     out.append("</section>")
