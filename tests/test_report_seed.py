@@ -101,8 +101,10 @@ def _cut_down(name: str) -> dict[str, Any]:
     data = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
     quick = copy.deepcopy(data.get("quick") or {})
     quick.setdefault("training", {}).update({"epochs": 1})
-    if "switch_epoch" in str(quick):
-        quick["training"]["epochs"] = 2
+    for obj in (quick.get("grid") or {}).get("objectives") or []:
+        if isinstance(obj, dict) and "switch_epoch" in obj:  # two-phase: switch after epoch 1
+            obj["switch_epoch"] = 1
+            quick["training"]["epochs"] = 2
     ev = quick.setdefault("evaluation", {})
     ev.update({"fast": True, "n": 16, "masking": False})
     diags = ev.get("diagnostics") or data["evaluation"].get("diagnostics") or []
@@ -128,16 +130,16 @@ def _tiny(protocol: Any) -> dict[str, Any]:
     name = protocol if isinstance(protocol, str) else protocol["name"]
     if "adaptive" in name:
         attacks = [{"attack": "pgd", "label": "PGD-2+BPDA", "steps": 2, "bpda": True}]
-        return {"name": name + "-lite", "attacks": attacks}
+        return {"name": name + "-lite", "attacks": attacks, "cascade": False}
     if isinstance(protocol, dict):
-        return {"name": name, "attacks": [{**a, "steps": 2} if "steps" in a else a
-                                           for a in protocol["attacks"]]}  # fmt: skip
+        attacks = [{**a, "steps": 2} if "steps" in a else a for a in protocol["attacks"]]
+        return {"name": name, "attacks": attacks, "cascade": protocol.get("cascade", True)}
     attacks = [{"attack": "fgsm", "label": "FGSM"},
                {"attack": "pgd", "label": "PGD-20", "steps": 2},
                {"attack": "apgd", "label": "APGD-CE", "steps": 2},
                {"attack": "cw", "label": "CW-L2", "steps": 2, "binary_search_steps": 1,
                 "own_threat": True}]  # fmt: skip
-    return {"name": name + "-lite", "attacks": attacks}
+    return {"name": name + "-lite", "attacks": attacks, "cascade": False}
 
 
 #: declared outputs a cut-down quick run cannot draw (its grid lacks the seed's setting)

@@ -153,8 +153,13 @@ def _eps_map(table: PaperTable, cells: Sequence[CellView], protocol: str) -> dic
     return dict(zip(want, have, strict=True))
 
 
-def _at(row: MetricRow, eps: float, norm: str) -> bool:
-    return row.eps is not None and row.norm == norm and math.isclose(float(row.eps), eps)
+def _at(row: MetricRow, eps: float | None, norm: str) -> bool:
+    """The row is at this threat model (eps None: an unbounded attack of that norm)."""
+    if row.norm != norm:
+        return False
+    if eps is None or row.eps is None:
+        return eps is None and row.eps is None
+    return math.isclose(float(row.eps), eps)
 
 
 def _robust_values(
@@ -162,7 +167,7 @@ def _robust_values(
     protocol: str,
     adaptive: str | None,
     labels: Sequence[str],
-    eps: float,
+    eps: float | None,
     norm: str,
 ) -> tuple[float | None, float | None, float | None, str | None]:
     """(paper protocol, adaptive, worst case, verdict) at one threat, mean over cells."""
@@ -171,7 +176,14 @@ def _robust_values(
         res = [
             r for r in c.rows if r.kind == "result" and r.metric == "accuracy" and _at(r, eps, norm)
         ]
-        ours.append(mean(r.value for r in res if r.protocol == protocol and r.attack in labels))
+        own = [r.value for r in res if r.protocol == protocol and r.attack in labels]
+        if not own:  # a cascade protocol stores each attack's cumulative accuracy only
+            own = [
+                r.value
+                for r in c.select(kind="result", protocol=protocol, metric="cumulative_accuracy")
+                if r.attack in labels and _at(r, eps, norm)
+            ]
+        ours.append(mean(own))
         adap.append(mean(r.value for r in res if r.protocol == adaptive and r.attack == "worst"))
         worst.append(min((r.value for r in res), default=None))
         verdicts.append(c.verdict(eps))
@@ -189,22 +201,27 @@ def _threats(
     labels: Sequence[str],
     col: Column,
     eps_map: dict[float, float],
-) -> list[tuple[float, str]]:
-    """The threat models a robust column is read at."""
+) -> list[tuple[float | None, str]]:
+    """The threat models a robust column is read at (an attack with its own threat model,
+    CW-L2 in an L-inf protocol, at its own, whatever eps the seed's column names)."""
     found = dict.fromkeys(
-        (float(r.eps), str(r.norm))
+        (None if r.eps is None else float(r.eps), str(r.norm))
         for c in cells
         for r in c.rows
-        if r.kind == "result"
-        and r.protocol == protocol
-        and r.attack in labels
-        and r.eps is not None
-        and r.norm is not None
+        if r.kind == "result" and r.protocol == protocol and r.attack in labels and r.norm
     )
     if col.eps is None:
         return list(found)
     target = eps_map.get(col.eps)
-    return [t for t in found if target is not None and math.isclose(t[0], target)]
+    hits = [
+        t for t in found if t[0] is not None and target is not None and math.isclose(t[0], target)
+    ]
+    own = [t for t in found if t[1].lower() != "linf"]
+    return hits or (own if len(own) == len(found) else [])
+
+
+def _eps(eps: float | None) -> str:
+    return "unbounded" if eps is None else f"{eps:g}"
 
 
 def _diagnostic_value(cells: Sequence[CellView], col: Column) -> float | None:
@@ -251,7 +268,7 @@ def _row_lines(
             if not threats:
                 out.append(SeedLine(row, col.label, pv, pf, None, None, None, None))
             for eps, norm in threats:
-                name = col.label if len(threats) == 1 else f"{col.label} (ε={eps:g})"
+                name = col.label if len(threats) == 1 else f"{col.label} (ε={_eps(eps)})"
                 ours, adap, worst, ver = _robust_values(
                     cells, t.protocol, t.adaptive, labels, eps, norm
                 )
