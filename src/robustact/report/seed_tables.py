@@ -125,7 +125,7 @@ def _attack_labels(cells: Sequence[CellView], protocol: str) -> list[str]:
             if r.kind == "result"
             and r.protocol == protocol
             and r.attack not in ("clean", "worst")
-            and r.metric == "accuracy"
+            and r.metric in ("accuracy", "cumulative_accuracy")
         )
     )
 
@@ -391,7 +391,7 @@ def seed_table_markdown(t: SeedTable) -> str:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
-    out = [f"## {t.heading}", "", f"{esc(t.title)} (accuracy in %; paper as printed)", ""]
+    out = [f"## {t.heading}", "", f"{esc(t.title)} (%, paper as printed)", ""]
     out += ["| " + " | ".join(t.header()) + " |", "|" + "---|" * len(t.header())]
     out += ["| " + " | ".join(esc(x) for x in _cells(t, ln)) + " |" for ln in t.lines]
     if not t.lines:
@@ -467,7 +467,7 @@ def seed_table_html(t: SeedTable) -> str:
     e = html.escape
     out = [
         f'<section class="seed" data-seed-table="{e(t.id)}"><h3>{e(t.heading)}</h3>',
-        f'<p class="note">{e(t.title)} (accuracy in %; paper as printed)</p>',
+        f'<p class="note">{e(t.title)} (%, paper as printed)</p>',
         '<table class="seed"><thead><tr>',
     ]
     out += [
