@@ -103,17 +103,17 @@ def test_cd_diagram_and_series_from_records() -> None:
             "value": v,
             "metric": "accuracy",
             "cfg.method": m,
-            "cfg.lambda": lam,
+            "cfg.objective.lam": lam,
             "eps": 0.1,
         }
         for m, base in (("A", 90.0), ("B", 60.0), ("C", 30.0))
         for a, off in (("PGD", 0.0), ("FGSM", 5.0))
         for lam, v in ((0.0, base + off), (0.01, base + off + 1))
     ]
-    t = rank_table(pivot(recs, row_keys=("attack", "cfg.lambda")))
+    t = rank_table(pivot(recs, row_keys=("attack", "cfg.objective.lam")))
     fig = plot_cd_diagram(t)
     assert len(fig.axes) == 1 and any(ln.get_gid() == "cd-bar" for ln in fig.axes[0].lines)
-    ser = series_from_records(recs, x_key="cfg.lambda", group_key="attack")
+    ser = series_from_records(recs, x_key="cfg.objective.lam", group_key="attack")
     assert ser["PGD"] == ([0.0, 0.01], [60.0, 61.0])  # mean over the three methods
     with pytest.raises(ValueError, match="2 complete conditions"):
         plot_cd_diagram(rank_table(pivot(recs[:1] + recs[4:5] + recs[8:9], row_keys=("attack",))))

@@ -96,6 +96,7 @@ QUICK_STAND_INS = {  # what each recipe's --quick grid runs in place of the seed
     "brelu_tables1_3_6": {"digits": "cifar10"},
     "brelu_table4_dropout": {"digits": "cifar10"},
     "brelu_table5_vbrelu": {"digits": "cifar10"},
+    "fig5_19_eps_sweep": {"digits": "cifar10"},
 }
 
 

@@ -16,17 +16,33 @@ from matplotlib.figure import Figure
 from robustact.experiments.records import atomic_write_text, records_to_csv_text
 from robustact.experiments.store import ResultStore
 from robustact.report import html as html_mod
+from robustact.report.cells import CellView, cells_from_records, cells_from_store, label_cells
 from robustact.report.plots import (
     plot_accuracy_vs_eps,
     plot_accuracy_vs_lambda,
     series_from_records,
 )
 from robustact.report.ranking import cd_figures, rank_methods, ranking_latex, ranking_markdown
+from robustact.report.sections import (
+    diagnostics_lines,
+    lines_html,
+    lines_markdown,
+    masking_lines,
+)
+from robustact.report.seed_section import (
+    SeedSection,
+    seed_html,
+    seed_latex,
+    seed_markdown,
+    seed_section,
+    write_seed_files,
+)
 from robustact.report.summary import SummaryRow, protocol_summary
 from robustact.report.tables import (
     fmt_key,
     header,
     markdown_escape,
+    method_label,
     to_csv,
 )
 
@@ -41,7 +57,8 @@ METHOD_KEYS = (
     "cfg.training",
     "cfg.defense",
 )
-LAMBDA_KEYS = ("cfg.lambda", "cfg.lam", "cfg.penalty")
+#: Config keys of the D-ReLU penalty weight (runner records carry ``cfg.objective.lam``).
+LAMBDA_KEYS = ("cfg.objective.lam", "cfg.lambda", "cfg.lam", "cfg.penalty")
 
 
 def evaluation_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -58,7 +75,7 @@ def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
 #: Config sections whose varying keys tell methods apart in experiment-runner records
 #: (``cfg.activation.name``, ``cfg.activation.max_value``, ``cfg.objective.lam``, ...).
 METHOD_SECTIONS = ("cfg.model.", "cfg.activation.", "cfg.preprocess.", "cfg.defense.",
-                   "cfg.transform.", "cfg.objective.", "cfg.training.")  # fmt: skip
+                   "cfg.transform.", "cfg.objective.", "cfg.training.", "cfg.swap.")  # fmt: skip
 
 
 def with_method_labels(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -84,12 +101,16 @@ def with_method_labels(records: Sequence[Mapping[str, Any]]) -> list[dict[str, A
             if not any(k in varying for k in sec_keys):
                 continue
             name = r.get(sec + "name")
+            if sec == "cfg.swap." and all(r.get(k) is None for k in sec_keys):
+                parts.append("no swap")  # the cell evaluated the model it trained
+                continue
             args = [
                 f"{k[len(sec) :]}={fmt_key(r[k])}"
                 for k in sec_keys
                 if k in varying and k != sec + "name" and r.get(k) is not None
             ]
             label = fmt_key(name) if name is not None else sec[4:-1]
+            label = f"swap {label}" if sec == "cfg.swap." else label
             parts.append(f"{label}({', '.join(args)})" if args else label)
         r["method"] = " + ".join(parts) if parts else "all"
     return out
@@ -132,8 +153,11 @@ def guess_method_key(records: Sequence[Mapping[str, Any]]) -> str | tuple[str, .
     raise KeyError(f"cannot tell which config key names the method; pass method_key= from {cfg}")
 
 
-def _load(source: Any) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]], str]:
-    """Records, cell_id -> masking report, and a provenance line."""
+_Loaded = tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]], str, list[CellView]]
+
+
+def _load(source: Any) -> _Loaded:
+    """Records, cell_id -> masking report, a provenance line and the cells (typed rows)."""
     if isinstance(source, (str, os.PathLike)):
         with ResultStore(source, read_only=True) as store:  # a report never writes its input
             return _load(store)
@@ -144,9 +168,10 @@ def _load(source: Any) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any
         }
         versions = sorted({f"{c.robustact_version} {c.git_commit or ''}".strip() for c in cells})
         meta = f"{len(cells)} finished cells from {source.path.name}; code: {', '.join(versions)}"
-        return source.records(include_extra=True), masking, meta
+        return source.records(include_extra=True), masking, meta, cells_from_store(source)
     records = [dict(r) for r in source]
-    return records, {}, f"{len(_distinct(records, 'cell_id'))} cells"
+    views = cells_from_records(records)
+    return records, {}, f"{len(_distinct(records, 'cell_id'))} cells", views
 
 
 def _summary_markdown(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
@@ -265,7 +290,7 @@ def build_report(
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown report formats {bad}; choose from {FORMATS}")
-    records, masking, meta = _load(source)
+    records, masking, meta, cells = _load(source)
     if not records:
         raise ValueError("no finished cells to report; run the experiment first")
     if method_key is None:
@@ -295,8 +320,9 @@ def build_report(
     if "html" in formats:
         figs = _figures(results, rows, tables, protos, groups, metric, alpha, lambda_key)
         figs.update(figures or {})
+    label_cells(cells, {str(r.get("cell_id")): method_label(r, mkey) for r in records})
 
-    page = _Page(title, meta, notes, rows, groups, tables, figs, dpi)
+    page = _Page(title, meta, notes, rows, groups, tables, figs, dpi, cells, seed_section(cells))
     return _write(page, records, Path(out_dir), formats)
 
 
@@ -333,6 +359,13 @@ class _Page:
     tables: list[html_mod.ProtocolTable]
     figs: dict[str, Figure]
     dpi: int
+    cells: Sequence[CellView] = ()
+    seed: SeedSection | None = None
+
+
+_MASKING_NOTE = ("The masking report per method and ε (typed masking rows); not a protocol, "
+                 "so never ranked.")  # fmt: skip
+_DIAG_NOTE = "Diagnostics (typed diagnostic rows), mean over seeds; not ranked."
 
 
 def _write(
@@ -347,10 +380,12 @@ def _write(
         md = [f"# {markdown_escape(title)}", "", markdown_escape(meta), ""]
         md += ["## Seed protocol vs adaptive protocol", "", _summary_markdown(rows, groups)]
         md += ranking_markdown(tables, notes)
+        md += ["", *_extra_markdown(page)]
         written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")
     if "tex" in formats:
         tex = [f"% {title} -- {meta}".replace("\n", " "), r"% needs \usepackage{booktabs}", ""]
         tex += ranking_latex(tables)
+        tex += seed_latex(page.seed) if page.seed else []
         written["tex"] = atomic_write_text(out / "report.tex", "\n".join(tex))
     if "csv" in formats:
         written["csv"] = atomic_write_text(out / "records.csv", records_to_csv_text(records))
@@ -367,9 +402,28 @@ def _write(
             protocol_tables=tables,
             figures=figs,
             dpi=dpi,
+            sections=_extra_html(page),
         )
         written["html"] = atomic_write_text(out / "report.html", html)
+    if page.seed is not None:
+        written.update(write_seed_files(page.seed, out, formats, dpi=dpi))
     return written
+
+
+def _extra_markdown(page: _Page) -> list[str]:
+    """report.md's seed tables and figures, masking and diagnostics sections."""
+    md = seed_markdown(page.seed) if page.seed else []
+    md += lines_markdown("Masking checks", masking_lines(page.cells), _MASKING_NOTE)
+    md += lines_markdown("Diagnostics", diagnostics_lines(page.cells), _DIAG_NOTE)
+    return md
+
+
+def _extra_html(page: _Page) -> list[str]:
+    """The same sections for the HTML page (already escaped)."""
+    parts = [seed_html(page.seed, dpi=page.dpi)] if page.seed else []
+    parts.append(lines_html("Masking checks", masking_lines(page.cells), _MASKING_NOTE))
+    parts.append(lines_html("Diagnostics", diagnostics_lines(page.cells), _DIAG_NOTE))
+    return [p for p in parts if p]
 
 
 def _slug(name: str) -> str:

@@ -169,6 +169,7 @@ def render_html(
     protocol_tables: Sequence[ProtocolTable] = (),
     figures: Mapping[str, Figure | str] | None = None,
     dpi: int = 100,
+    sections: Sequence[str] = (),
 ) -> str:
     """Assembles the page.
 
@@ -179,6 +180,8 @@ def render_html(
         protocol_tables: shown side by side (seed protocol next to adaptive protocol).
         figures: caption -> Figure (embedded as a PNG data URI) or a ready data URI.
         dpi: resolution of the embedded PNGs.
+        sections: further blocks of ready HTML (seed tables and figures, masking and
+            diagnostics), placed after the summary.
     """
     parts = [
         "<!DOCTYPE html>",
@@ -199,6 +202,7 @@ def render_html(
             "lowest single-attack accuracy. Gap = seed - adaptive: a large gap means the "
             "seed protocol overstates robustness.</p>"
         )
+    parts += list(sections)
     if protocol_tables:
         parts.append('<h2>Rank tables</h2><div class="side">')
         for pt in protocol_tables:

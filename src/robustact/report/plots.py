@@ -394,3 +394,104 @@ def plot_sensitivity_map(smap: Any, score: float | None = None, *, image: Any = 
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def plot_panels(
+    panels: Mapping[str, Series],
+    *,
+    dashed: Mapping[str, Series] | None = None,
+    xlabel: str = "",
+    ylabel: str = "Accuracy (%)",
+    logx: bool | str = "auto",
+    title: str | None = None,
+) -> Figure:
+    """Side-by-side line panels (one per title), each a set of series (Figs 4.1, 5.5, ...).
+
+    Args:
+        panels: panel title -> series (line name -> points).
+        dashed: panel title -> series drawn dashed in the same colour as the solid line of
+            that name (e.g. the adaptive protocol beside the paper protocol).
+        logx: True, False or "auto" (log when x spans decades; symlog keeps 0).
+    """
+    if not panels:
+        raise ValueError("panels is empty; pass {panel title: {line: points}}")
+    names = list(dict.fromkeys(n for s in panels.values() for n in s))
+    colors = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    fig = Figure(figsize=(4.6 * len(panels), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)).ravel()
+    for ax, (name, series) in zip(axes, panels.items(), strict=True):
+        xs = _lines(ax, series, colors=colors)
+        extra = (dashed or {}).get(name) or {}
+        if extra:
+            ad = {f"{n} (adaptive)": p for n, p in extra.items()}
+            ad_colors = {f"{n} (adaptive)": colors.get(n, "k") for n in extra}
+            xs = np.concatenate([xs, _lines(ax, ad, linestyle="--", colors=ad_colors)])
+        _set_xscale(ax, xs, logx)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_bars(
+    groups: Mapping[str, Mapping[str, float]],
+    *,
+    ylabel: str = "Accuracy (%)",
+    title: str | None = None,
+) -> Figure:
+    """Grouped bars: one group per method, one bar per measure ("clean", "PGD-20", ...).
+
+    Args:
+        groups: method -> measure -> value (already in the unit of ``ylabel``).
+    """
+    if not groups:
+        raise ValueError("groups is empty; pass {method: {measure: value}}")
+    measures = list(dict.fromkeys(m for g in groups.values() for m in g))
+    methods = list(groups)
+    width = 0.8 / max(len(measures), 1)
+    fig = Figure(figsize=(max(5.0, 1.1 * len(methods) + 2.0), 4.0))
+    ax = fig.add_subplot()
+    x = np.arange(len(methods), dtype=np.float64)
+    for i, m in enumerate(measures):
+        vals = [groups[k].get(m, np.nan) for k in methods]
+        ax.bar(x + (i - (len(measures) - 1) / 2) * width, vals, width, label=m, color=f"C{i % 10}")
+    ax.set_xticks(x, methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity_maps(
+    maps: Mapping[str, tuple[Any, float]], *, title: str | None = None
+) -> Figure:
+    """One sensitivity-map panel per method (Fig 4.12), each titled with its summed score.
+
+    Args:
+        maps: method -> (map (H, W) or (C, H, W), summed score).
+    """
+    if not maps:
+        raise ValueError("maps is empty; pass {method: (map, score)}")
+    fig = Figure(figsize=(2.8 * len(maps), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(maps), squeeze=False)).ravel()
+    for ax, (name, (smap, score)) in zip(axes, maps.items(), strict=True):
+        m = _array(smap)
+        m = m.sum(0) if m.ndim == 3 else m
+        if m.ndim != 2:
+            raise ValueError(f"map of {name!r} must be (H, W) or (C, H, W), got {m.shape}")
+        im = ax.imshow(m, cmap="Reds", vmin=0.0)
+        ax.set_title(f"{name}\nsum = {float(score):.4g}", fontsize=8)
+        ax.set_axis_off()
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
