@@ -12,7 +12,7 @@ import torch
 
 from robustact.data import DatasetError, ImageDataset, load_dataset
 from robustact.data.augment import STANDARD, Augment, EpochData, parse_augment
-from robustact.experiments.cell import prepare_cell
+from robustact.experiments.cell import prepare_cell, run_cell
 from robustact.experiments.spec import SpecError, parse_spec
 from robustact.train._batches import Batches
 
@@ -126,11 +126,15 @@ def test_spec_checks_the_data_keys() -> None:
 
 
 def test_val_fraction_zero_trains_on_everything_and_validates_on_test() -> None:
-    spec = parse_spec(_spec({"val_fraction": 0, "augment": "standard"}))
+    training = {"val_fraction": 0, "augment": {"crop_padding": 1}, "epochs": 3, "lr": 0.01}
+    spec = parse_spec(_spec(training))
     prep = prepare_cell(spec.cells()[0].config)
     full = load_dataset("digits", split="train")
     assert len(prep.train) == len(full) and isinstance(prep.train, EpochData)
     assert len(prep.val) == len(load_dataset("digits", split="test"))
+    out = run_cell(spec.cells()[0].config)  # fit on augmented batches
+    clean = next(r.value for r in out.metrics if r.metric == "accuracy" and r.attack == "clean")
+    assert clean > 0.3 and out.extra["n_val"] == len(prep.val)
 
 
 def test_generated_npz_mixes_into_the_cell(tmp_path: Path) -> None:
