@@ -141,8 +141,9 @@ def test_generated_npz_mixes_into_the_cell(tmp_path: Path) -> None:
     full = load_dataset("digits", split="train")
     n = len(full)
     x = np.full((n, 8, 8), 255, np.uint8)  # (N, H, W) for one channel
-    np.savez(tmp_path / "edm.npz", x=x, y=np.arange(n) % 10)
-    doc = _spec({"generated": {"file": "edm.npz", "real_fraction": 0.5}})
+    np.savez(tmp_path / "edm_digits.npz", x=x, y=np.arange(n) % 10)
+    gen = {"file": "edm_{dataset}.npz", "real_fraction": {"digits": 0.5, "cifar10": 0.3}}
+    doc = _spec({"generated": gen})
     prep = prepare_cell(parse_spec(doc).cells()[0].config, data_root=tmp_path)
     assert isinstance(prep.train, EpochData) and prep.train.n_gen == len(prep.train) // 2
     xs = torch.cat([b for b, _ in Batches(prep.train, 500, torch.device("cpu"), "t").epoch(3)])

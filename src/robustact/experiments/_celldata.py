@@ -53,8 +53,11 @@ def check_extras(training: Mapping[str, Any]) -> list[tuple[str, str]]:
                         f"(keys {', '.join(_GENERATED_KEYS)}), got {gen!r}"))  # fmt: skip
         else:
             rf = gen.get("real_fraction", 0.3)
-            if not isinstance(rf, (int, float)) or isinstance(rf, bool) or not 0 < rf <= 1:
-                out.append(("generated.real_fraction", f"expected a number in (0, 1], got {rf!r}"))
+            for v in rf.values() if isinstance(rf, Mapping) else [rf]:
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
+                    out.append(("generated.real_fraction", "expected a number in (0, 1] or "
+                                f"{{dataset: number}}, got {rf!r}"))  # fmt: skip
+                    break
             if not isinstance(gen["file"], str) or not gen["file"].endswith(".npz"):
                 out.append(("generated.file", f"expected an .npz file name, got {gen['file']!r}"))
     init = training.get("init")
@@ -74,13 +77,16 @@ def check_extras(training: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def split_and_wrap(
     full: ImageDataset, test: ImageDataset, training: Mapping[str, Any], seed: int,
-    root: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str] | None, dataset: str = "",
 ) -> tuple[Any, ImageDataset]:  # fmt: skip
     """(training data, validation set) of a cell.
 
     ``val_fraction`` 0 trains on the whole train split and validates on the test split
     (what the BReLU paper calls validation data); otherwise a seeded stratified split.
     With ``augment`` or ``generated`` the training data is an :class:`EpochData`.
+    ``generated.file`` may hold ``{dataset}`` (the cell's dataset name) and
+    ``generated.real_fraction`` may be a ``{dataset: fraction}`` mapping, so one spec serves
+    several datasets.
     """
     problems = check_extras(training)
     if problems:
@@ -96,14 +102,17 @@ def split_and_wrap(
         return train, val
     if gen is None:
         return EpochData(train, augment=augment), val
-    path = resolve_file(str(gen["file"]), root)
+    path = resolve_file(str(gen["file"]).replace("{dataset}", dataset), root)
     if not path.is_file():
         raise DatasetError(
             f"generated images {path}: no such file; put the .npz (x uint8 or float in [0, 1], "
             "y int) there or pass --data-root"
         )
     extra = load_generated(path, train)
-    rf = float(gen.get("real_fraction", 0.3))
+    rf_cfg = gen.get("real_fraction", 0.3)
+    if isinstance(rf_cfg, Mapping) and dataset not in rf_cfg:
+        raise ValueError(f"generated.real_fraction names no fraction for dataset {dataset!r}")
+    rf = float(rf_cfg[dataset] if isinstance(rf_cfg, Mapping) else rf_cfg)
     return EpochData(train, augment=augment, generated=extra, real_fraction=rf), val
 
 

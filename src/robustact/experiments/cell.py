@@ -121,7 +121,7 @@ def prepare_cell(
     root = None if data_root is None else os.fspath(data_root)
     full = load_dataset(name, root=root, split="train", **ds_cfg)
     test = load_dataset(name, root=root, split="test", **ds_cfg)
-    train, val = split_and_wrap(full, test, training, seed, root)
+    train, val = split_and_wrap(full, test, training, seed, root, name)
     t0 = t.lap("data", t0)
     dev = torch.device(device or "cpu")
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
