@@ -27,15 +27,14 @@ def _decode(path: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError  # pillow ships with matplotlib
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            return np.asarray(im, dtype=np.uint8)
+        with Image.open(path) as f:
+            rgb = f.convert("RGB")
+        w, h = rgb.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        rgb = rgb.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return np.asarray(rgb.crop((left, top, left + size, top + size)), dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as e:
         raise DatasetError(f"{path}: cannot decode image ({e}); the file is corrupt") from e
 
