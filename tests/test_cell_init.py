@@ -3,6 +3,8 @@ checkpoint), insert a D-ReLU layer before the output and fine-tune, as spec conf
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ def _clean(rows: list[Any]) -> float:
     return next(r.value for r in rows if r.metric == "accuracy" and r.attack == "clean")
 
 
+@pytest.mark.slow  # trains a base model, then two cells
 def test_finetune_from_a_state_dict_keeps_the_trained_weights(tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = create_model(
@@ -82,3 +85,20 @@ def test_init_from_a_checkpoint_and_clear_errors(tmp_path: Path) -> None:
         prepare_cell(parse_spec(_doc("other.pt")).cells()[0].config, data_root=tmp_path)
     with pytest.raises(ModelLoadError, match="no such file"):
         prepare_cell(parse_spec(_doc("nope.pt")).cells()[0].config, data_root=tmp_path)
+
+
+def test_example_finetunes_a_users_own_model(tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "finetune_drelu.py"
+    spec = importlib.util.spec_from_file_location("finetune_drelu", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mini = [{"name": "mini", "attacks": [{"attack": "fgsm"}]}]
+    cwd = os.getcwd()
+    os.chdir(path.parents[1])  # MODEL is relative to the repository root
+    try:
+        out = mod.main(epochs=1, n_test=100, protocols=mini)
+    finally:
+        os.chdir(cwd)
+    clean = next(r.value for r in out["rows"] if r.attack == "clean")
+    assert out["before"] > 0.8 and clean > 0.7  # the inserted D-ReLU layer keeps the accuracy
