@@ -33,7 +33,17 @@ def create_model(*args: Any, **kwargs: Any) -> Any:
 # the generic WRN is exercised small here (its 28-10 default is wrn_28_10 below)
 SMALL_KWARGS: dict[str, dict[str, object]] = {"wide_resnet": {"depth": 10, "widen_factor": 1}}
 # full-size big models: about 1 s each for batch 2 at 32x32 on 2 cores
-BIG = {"resnet101", "wrn_28_10", "wrn_34_10", "vgg16", "resnet50"}
+BIG = {
+    "resnet101",
+    "wrn_28_10",
+    "wrn_34_10",
+    "vgg16",
+    "resnet50",
+    "inception_v3",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "resnet18_imagenet",
+}  # last 4: test_models_big
 
 
 def _forward_backward(name: str, **kwargs: object) -> nn.Module:
@@ -198,6 +208,7 @@ def test_vgg16_follows_the_brelu_appendix() -> None:
     feats = m.features(torch.rand(1, 3, 32, 32))
     assert feats.shape == (1, 512, 8, 8)
     assert m.classifier.fc1.in_features == 512 * 7 * 7 and m.classifier.fc1.out_features == 1024
+    assert m.classifier.fc_out.in_features == 1024  # Table 9: one hidden layer
 
 
 def test_wide_resnet_generic_depth_and_width() -> None:

@@ -7,6 +7,7 @@
 from robustact.data import cifar as _cifar  # noqa: F401  (registers cifar10/100)
 from robustact.data import digits as _digits  # noqa: F401  (registers "digits")
 from robustact.data import idx as _idx  # noqa: F401  (registers the MNIST family)
+from robustact.data import imagefolder as _imagefolder  # noqa: F401  (registers "imagefolder")
 from robustact.data import svhn as _svhn  # noqa: F401  (registers "svhn")
 from robustact.data import tinyimagenet as _tin  # noqa: F401  (registers "tinyimagenet")
 from robustact.data.base import (

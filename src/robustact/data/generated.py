@@ -10,7 +10,7 @@ import torch
 
 from robustact.data.base import DatasetError, ImageDataset
 
-__all__ = ["append_generated", "read_generated"]
+__all__ = ["append_generated", "load_generated", "read_generated"]
 
 _X_KEYS = ("x", "image", "images")
 _Y_KEYS = ("y", "label", "labels")
@@ -132,3 +132,14 @@ def append_generated(
         train_ds.classes,
         f"{train_ds.name}+generated",
     )
+
+
+def load_generated(path: str | Path, like: ImageDataset) -> ImageDataset:
+    """The generated images of ``path`` (see :func:`read_generated`) as an ImageDataset
+    with ``like``'s shape, classes and pixel dtype (float images are rounded to uint8 when
+    ``like`` is uint8, as :func:`append_generated` does)."""
+    x, y = read_generated(path, like.input_shape, like.num_classes)
+    gx = torch.from_numpy(x)
+    if like.images.dtype == torch.uint8 and gx.dtype != torch.uint8:
+        gx = gx.mul(255.0).round_().to(torch.uint8)
+    return ImageDataset(gx, torch.from_numpy(y), like.classes, f"{like.name}+generated")

@@ -18,6 +18,9 @@ negative_unit_ratio  negative_unit_ratio, <layer>, pre | post     BReLU paper Ta
 cap_trajectory       cap_trajectory, <layer>, min | mean | max    the caps after training
 input_gradient_norm  input_gradient_norm, -, mean                 gradient-penalty defences
 pgd_steps            pgd_steps, <steps>, accuracy (per eps)       accuracy vs PGD steps
+logit_variability    logit_variability, -, logit_std | true_prob_ BReLU paper App. B
+                     min | true_prob_max | prediction_changes |
+                     correct_every_run
 ==================== =========================================== ===========================
 """
 
@@ -231,3 +234,35 @@ def pgd_steps(ctx: DiagnosticContext, o: Mapping[str, Any]) -> Output:
             curve[f"{k}@{e:g}"] = acc
             rows.append(ctx.row("pgd_steps", "accuracy", acc, str(k), e, len(ys)))
     return rows, curve
+
+
+@diagnostic("logit_variability", n=100, runs=5)
+def logit_variability(ctx: DiagnosticContext, o: Mapping[str, Any]) -> Output:
+    """BReLU paper App. B: how much logits and softmax move over repeated forward passes of
+    the same inputs (a stochastic model differs per pass; a deterministic one gives 0).
+
+    Rows (item None): ``logit_std`` (std over the runs, mean over points and classes),
+    ``true_prob_min`` / ``true_prob_max`` (the lowest / highest softmax of the true class
+    over the runs, mean over points: App. B's "lowest and highest confidence"),
+    ``prediction_changes`` (share of points whose predicted class differs between runs)
+    and ``correct_every_run`` (share correct in every run).
+    """
+    xs, ys = _first(ctx, o)
+    runs = int(o["runs"])
+    if runs < 2:
+        raise ValueError(f"logit_variability needs runs >= 2, got {runs}")
+    gen = torch.random.fork_rng(devices=[xs.device] if xs.device.type == "cuda" else [])
+    with gen, torch.no_grad():
+        torch.manual_seed(ctx.seed)
+        logits = torch.stack([ctx.model(xs).float() for _ in range(runs)])  # (R, N, K)
+    prob = logits.softmax(-1).gather(2, ys.view(1, -1, 1).expand(runs, -1, 1)).squeeze(2)
+    pred = logits.argmax(-1)  # (R, N)
+    vals = {
+        "logit_std": float(logits.std(0).mean()),
+        "true_prob_min": float(prob.min(0).values.mean()),
+        "true_prob_max": float(prob.max(0).values.mean()),
+        "prediction_changes": float((pred != pred[0]).any(0).float().mean()),
+        "correct_every_run": float((pred == ys).all(0).float().mean()),
+    }
+    rows = [ctx.row("logit_variability", k, v, n=len(ys)) for k, v in vals.items()]
+    return rows, {**vals, "runs": runs}

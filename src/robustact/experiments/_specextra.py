@@ -39,6 +39,7 @@ DIAGNOSTICS: dict[str, dict[str, tuple[Any, Any]]] = {
     "negative_unit_ratio": {"n": ("int", 500)},
     "cap_trajectory": {},
     "input_gradient_norm": {"n": ("int", 200), "norm": (("l2", "l1"), "l2")},
+    "logit_variability": {"n": ("int", 100), "runs": ("int", 5)},
     "pgd_steps": {
         "n": ("int", 200), "steps": ("ints", [1, 2, 5, 10, 20, 50]),
         "step_size": ("num|none", None), "eot": ("int", 1),

@@ -36,7 +36,7 @@ _RANGES: dict[str, tuple[str, float | None, bool, float | None, bool]] = {
     "clean_weight": ("num", 0.0, False, 1.0, False),
     "start_fraction": ("num", 0.0, True, 1.0, False),
     "switch_fraction": ("num", 0.0, True, 1.0, True),
-    "val_fraction": ("num", 0.0, True, 1.0, True),
+    "val_fraction": ("num", 0.0, False, 1.0, True),  # 0: no split (_celldata)
     "negative_slope": ("num", None, False, None, False),
     "steps": ("int", 1, False, None, False),
     "restarts": ("int", 1, False, None, False),

@@ -10,6 +10,7 @@ from typing import Any
 from robustact.attacks.threat import canonical_norm
 from robustact.evaluate.protocol import Protocol, list_protocols
 from robustact.experiments import builders as B
+from robustact.experiments._celldata import DATA_KEYS, check_extras
 from robustact.experiments._specextra import diagnostics_section
 from robustact.experiments._specparse import (
     _RUNTIME_TRAINING,
@@ -131,6 +132,9 @@ def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
         if k == "val_fraction":
             out[k] = ranged(k, v, join(path, k), ctx)
             continue
+        if k in DATA_KEYS:
+            out[k] = v
+            continue
         if k not in allowed or k in _RUNTIME_TRAINING:
             continue
         if k in ("betas", "milestones") and isinstance(v, list):
@@ -151,6 +155,8 @@ def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
         elif k == "milestones":
             v = list(v)
         out[k] = v
+    for key, msg in check_extras(out):
+        ctx.err(join(path, key), msg)
     if len(ctx.errors) > n0:
         return None
     try:

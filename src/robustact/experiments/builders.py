@@ -52,7 +52,7 @@ PLACEMENT_KEYS = ("where", "insert", "width")
 TRAIN_ONLY_ATTACKS: dict[str, Callable[..., Attack]] = {"training_pgd": TrainingPGD}
 
 #: Keys of a cell's ``training`` block that are not TrainConfig fields.
-EXTRA_TRAINING_KEYS = ("val_fraction",)
+EXTRA_TRAINING_KEYS = ("val_fraction", "augment", "generated", "init")  # data: _celldata
 
 
 def _load_attack_modules() -> None:
@@ -128,6 +128,7 @@ def build_model(
     num_classes: int,
     *,
     example_input: torch.Tensor | None = None,
+    init: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
     """The cell's model: ``create_model`` plus the activation placed as the spec says.
 
@@ -139,6 +140,8 @@ def build_model(
         num_classes: output logits.
         example_input: a batch (N, C, H, W) used to size per-unit activations (D-ReLU)
             placed by surgery and to materialise lazy parameters.
+        init: called on the architecture before any surgery (e.g. loading a user's trained
+            weights, which then get the D-ReLU layer inserted and are fine-tuned).
     """
     opts = {k: v for k, v in model_cfg.items() if k not in ("name", "training")}
     name = str(model_cfg["name"])
@@ -150,6 +153,8 @@ def build_model(
     placed = "where" in act_cfg or "insert" in act_cfg
     act_layer: Any = None if placed else {"name": act_name, "kwargs": act_kwargs}
     model = create_model(name, num_classes=num_classes, in_channels=c, act_layer=act_layer, **opts)
+    if init is not None:
+        init(model)
     factory = activation_factory(act_name, act_kwargs)
     if "where" in act_cfg:
         model, _ = replace_activations(

@@ -13,6 +13,7 @@ Accuracies are fractions in [0, 1], as :class:`~robustact.evaluate.EvalResult` g
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -24,9 +25,10 @@ from typing import Any
 
 import torch
 
-from robustact.data import load_dataset, train_val_split
+from robustact.data import load_dataset
 from robustact.evaluate.suite import build_protocol, evaluate_suite
 from robustact.experiments import builders as B
+from robustact.experiments._celldata import init_weights, split_and_wrap
 from robustact.experiments._cellextras import (
     apply_transform,
     defended_model,
@@ -107,7 +109,8 @@ def prepare_cell(
     device: str | None = None,
     progress: bool = False,
 ) -> PreparedCell:
-    """Load the cell's data (seeded 80/20 train/val split), build its model (seeded, with
+    """Load the cell's data (seeded 80/20 train/val split unless ``val_fraction`` says;
+    augmented or mixed with generated images as ``training`` says), build its model (seeded, with
     the activation placed) on ``device``, its objective and TrainConfig."""
     t = _Timer()
     t0 = time.perf_counter()
@@ -118,7 +121,7 @@ def prepare_cell(
     root = None if data_root is None else os.fspath(data_root)
     full = load_dataset(name, root=root, split="train", **ds_cfg)
     test = load_dataset(name, root=root, split="test", **ds_cfg)
-    train, val = train_val_split(full, float(training.get("val_fraction", 0.2)), seed)
+    train, val = split_and_wrap(full, test, training, seed, root, name)
     t0 = t.lap("data", t0)
     dev = torch.device(device or "cpu")
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -126,6 +129,7 @@ def prepare_cell(
         model = B.build_model(
             config["model"], config["activation"], full.input_shape, full.num_classes,
             example_input=train.tensors()[0][:8],
+            init=functools.partial(init_weights, init=training.get("init"), root=root),
         )  # fmt: skip
         model = apply_transform(model, config.get("transform")).to(dev)
     tcfg = B.build_train_config(training, seed, progress=progress, device=str(dev))

@@ -14,7 +14,17 @@ Example:
     >>> m = create_model("mlp_general", act_layers=[None, partial(SReLU, max_value=0.01)])
 """
 
-from robustact.models import cnn, mlp, mobilenetv2, preact_resnet, resnet, vgg, wide_resnet
+from robustact.models import (  # noqa: F401  (each module registers its models)
+    cnn,
+    efficientnet,
+    inception,
+    mlp,
+    mobilenetv2,
+    preact_resnet,
+    resnet,
+    vgg,
+    wide_resnet,
+)
 from robustact.models._actspec import ActSpec, describe_act_layer, resolve_act_layer
 from robustact.models._common import (
     NORMALIZATION_PRESETS,

@@ -76,6 +76,8 @@ class ResNet(ImageClassifier):
         block: "basic" or "bottleneck".
         layers: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
         width: channels of the first stage (64 in the paper); later stages double.
+        stem: "cifar" (3x3 stride-1 conv, no max-pool) or "imagenet" (the paper's 7x7
+            stride-2 conv and 3x3 stride-2 max-pool, for 224x224 inputs).
         num_classes, in_channels, act_layer, mean, std: as in ``create_model``.
 
     Shape: (N, C, H, W) with H, W >= 8 -> (N, num_classes) (global average pooling).
@@ -92,8 +94,11 @@ class ResNet(ImageClassifier):
         act_layer: ActSpec = None,
         mean: Stat = None,
         std: Stat = None,
+        stem: str = "cifar",
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         blocks: dict[str, type[BasicBlock] | type[Bottleneck]] = {
             "basic": BasicBlock,
             "bottleneck": Bottleneck,
@@ -103,8 +108,15 @@ class ResNet(ImageClassifier):
         if len(layers) != 4 or not all(isinstance(n, int) and n >= 1 for n in layers):
             raise ValueError(f"layers must be four positive ints, got {layers!r}")
         cls = blocks[block]
-        self.conv1, self.bn1 = conv_bn(in_channels, width)
+        self.conv1: nn.Module
+        self.bn1: nn.Module
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+        else:
+            self.conv1, self.bn1 = conv_bn(in_channels, width)
         self.act1 = act(act_layer, width)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
         cin = width
         stages: list[nn.Module] = []
         for i, n in enumerate(layers):
@@ -120,7 +132,7 @@ class ResNet(ImageClassifier):
         init_weights(self)
 
     def forward_normalized(self, x: Tensor) -> Tensor:
-        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         out: Tensor = self.fc(self.pool(x).flatten(1))
         return out
@@ -163,3 +175,18 @@ ResNet18 = _register("resnet18", "basic", (2, 2, 2, 2))
 ResNet34 = _register("resnet34", "basic", (3, 4, 6, 3))
 ResNet50 = _register("resnet50", "bottleneck", (3, 4, 6, 3))
 ResNet101 = _register("resnet101", "bottleneck", (3, 4, 23, 3))
+
+
+@register_model("resnet18_imagenet", in_channels=3, input_size=(224, 224), family="resnet")
+class ResNet18ImageNet(ResNet):
+    """ResNet-18 with the ImageNet stem (7x7 stride-2 conv + 3x3 stride-2 max-pool), as the
+    BReLU paper trains it on ImageNet-100 ("the original structure ... without
+    modifications"); 11.69 M parameters at 1000 classes."""
+
+    def __init__(
+        self, *, num_classes: int = 1000, in_channels: int = 3, act_layer: ActSpec = None,
+        width: int = 64, mean: Stat = "imagenet", std: Stat = "imagenet",
+    ) -> None:  # fmt: skip
+        super().__init__(block="basic", layers=(2, 2, 2, 2), width=width,
+                         num_classes=num_classes, in_channels=in_channels, act_layer=act_layer,
+                         mean=mean, std=std, stem="imagenet")  # fmt: skip

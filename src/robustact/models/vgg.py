@@ -2,10 +2,11 @@
 
 Starting from torchvision's VGG-16 (no batch norm): the max-pools after the third, fourth
 and fifth conv blocks are removed, so 32x32 inputs give 512x8x8 features; the adaptive
-average pool to 7x7 is kept; the two 4096-unit hidden layers become ``fc_hidden`` units
-(1024) and their dropout is removed. The appendix table is garbled in our copy: it shows
-one hidden width (1024) but says the rest follows torchvision's three-layer classifier,
-so the default is ``fc_hidden=(1024, 1024)``; pass ``fc_hidden=(1024,)`` for one layer.
+average pool to 7x7 is kept; the two 4096-unit hidden layers become one ``fc_hidden`` layer
+of 1024 units and the dropout is removed. Table 9's classifier rows are "[-1, 1024] Fully
+connected, Activation function; [-1, 10] Fully connected": one hidden layer, so the default
+is ``fc_hidden=(1024,)`` (25088 -> 1024 -> classes); ``fc_hidden=(1024, 1024)`` keeps
+torchvision's three-layer shape.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class VGG(ImageClassifier):
         num_classes: int = 10,
         in_channels: int = 3,
         act_layer: ActSpec = None,
-        fc_hidden: Sequence[int] = (1024, 1024),
+        fc_hidden: Sequence[int] = (1024,),
         batch_norm: bool = False,
         mean: Stat = None,
         std: Stat = None,

@@ -71,9 +71,13 @@ class Batches:
         self.tensors: tuple[Tensor, Tensor] | None = None
         self.dataset: Any = None
         self.loader: Any = None
-        if hasattr(data, "tensors") and callable(data.tensors):
+        # per-epoch draws and augmentation (robustact.data.EpochData) keep their own batches
+        self.source: Any = data if callable(getattr(data, "epoch_indices", None)) else None
+        if self.source is None and hasattr(data, "tensors") and callable(data.tensors):
             data = data.tensors()
-        if (
+        if self.source is not None:
+            pass
+        elif (
             isinstance(data, (tuple, list))
             and len(data) == 2
             and all(isinstance(t, Tensor) for t in data)
@@ -112,8 +116,8 @@ class Batches:
         """Number of samples of the whole data (all shards), when known."""
         if self.tensors is not None:
             return int(self.tensors[1].shape[0])
-        if self.dataset is not None:
-            return len(self.dataset)
+        if self.dataset is not None or self.source is not None:
+            return len(self.dataset if self.source is None else self.source)
         return None
 
     @property
@@ -147,6 +151,9 @@ class Batches:
             for b in self.loader:
                 yield self._checked(b[0], b[1])
             return
+        if self.source is not None:
+            yield from self._source_epoch(seed)
+            return
         order = self._order(seed)
         m = self.num_samples
         assert m is not None
@@ -167,6 +174,14 @@ class Batches:
             xb = torch.stack([torch.as_tensor(it[0]) for it in items])
             yb = torch.stack([torch.as_tensor(it[1]) for it in items])  # no int(): 2.7 is refused
             yield self._checked(xb, yb)
+
+    def _source_epoch(self, seed: int | None) -> Iterator[tuple[Tensor, Tensor]]:
+        rows = self.source.epoch_indices(seed)
+        if self.shard is not None:
+            rows = shard_order(rows, self.shard[1], self.shard[0])
+        for b, i in enumerate(range(0, rows.shape[0], self.batch_size)):
+            sub = None if seed is None else epoch_seed(seed, b, stream=3)
+            yield self._checked(*self.source.batch(rows[i : i + self.batch_size], sub))
 
     def _checked(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         check_batch(x, y, self.num_classes, what=self.what, any_float=True)
