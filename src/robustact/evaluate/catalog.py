@@ -1,6 +1,7 @@
-"""The named protocols (``seed``, ``seed-brelu``, ``adaptive``, ``autoattack``,
-``autoattack-rand``) and their registry; see :mod:`robustact.evaluate.protocol` for what
-each one runs and why."""
+"""The named protocols (``seed``, ``adaptive``, ``autoattack``, ``autoattack-rand``, and
+each experiment's paper protocol from :mod:`robustact.evaluate.paper_protocols`:
+``seed-table4_2``, ``seed-table4_3``, ``seed-ch3``, ``seed-brelu``, ``seed-brelu-pgd7``)
+and their registry; see :mod:`robustact.evaluate.protocol` for what each one runs and why."""
 
 from __future__ import annotations
 
@@ -60,34 +61,6 @@ def _seed(eps: float, norm: str, fast: bool) -> Protocol:
     )
     return Protocol(
         "seed",
-        entries,
-        eps,
-        norm,
-        fast=fast,
-        cascade=False,
-        eot_samples=1,
-        repeats=3 if fast else 5,
-    )
-
-
-@PROTOCOLS.register("seed-brelu")
-def _seed_brelu(eps: float, norm: str, fast: bool) -> Protocol:
-    entries = (
-        _entry("FGSM", "fgsm", random_start=False),
-        _entry("PGD-20", "pgd", steps=20, step_size=eps / 4, random_start=True),
-        _entry(
-            "CW",
-            "cw",
-            c=1.0,
-            kappa=0.0,
-            steps=20 if fast else 50,
-            lr=0.01,
-            binary_search_steps=1,
-            own_threat=True,
-        ),
-    )
-    return Protocol(
-        "seed-brelu",
         entries,
         eps,
         norm,
@@ -197,3 +170,7 @@ def _autoattack_rand(eps: float, norm: str, fast: bool) -> Protocol:
         eot_samples=eot,
         repeats=3 if fast else 5,
     )
+
+
+# the per-experiment paper protocols register themselves here (they import this module)
+from robustact.evaluate import paper_protocols as _paper_protocols  # noqa: E402, F401

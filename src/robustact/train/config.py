@@ -76,6 +76,10 @@ class TrainConfig:
         val_attack: cheap attack for validation robust accuracy: None, "fgsm" or "pgd".
         val_eps: L-inf radius of the validation attack.
         val_steps: PGD steps of the validation attack.
+        val_step_size: PGD step of the validation attack; None: ``2.5 * val_eps /
+            val_steps``. The validation PGD takes all its steps for every point (as a
+            training attack does), so with the training attack's settings it is the BReLU
+            paper's validation PGD-7 (eps 0.03, step 0.00784, 7 steps).
         progress: show a rich progress bar with live metrics.
     """
 
@@ -103,6 +107,7 @@ class TrainConfig:
     val_attack: str | None = None
     val_eps: float = 0.1
     val_steps: int = 5
+    val_step_size: float | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -230,6 +235,8 @@ class TrainConfig:
             )
         num("val_eps", 0.0, 1.0, True, False)
         pos_int("val_steps")
+        if self.val_step_size is not None:
+            num("val_step_size", 0.0, 1.0, True, False)
         if not isinstance(self.progress, bool):
             raise _fail("progress", self.progress, "must be True or False")
         if not isinstance(self.extra, dict):
