@@ -132,33 +132,69 @@ _RELU = {"cfg.activation.name": "relu"}
 _S001 = {"cfg.activation.name": "srelu", "cfg.activation.max_value": 0.01}
 
 
-def _table4_2(records: Sequence[Record]) -> Effect:
-    s001 = {**_S001, "cfg.activation.where": "act2"}
-    return capped_vs_relu("table4_2", records, s001, _RELU)
+Checker = Callable[[str, Sequence[Record]], Effect]
+
+_NONE = None  # a cell without the optional axis: its cfg.<axis>.name key is absent
 
 
-def _table4_3(records: Sequence[Record]) -> Effect:
-    nat = {"cfg.objective.name": "natural"}
-    s001 = {**_S001, "cfg.activation.where": "act2", **nat}
-    return capped_vs_relu("table4_3", records, s001, {**_RELU, **nat})
+def _pair(a: Mapping[str, Any], b: Mapping[str, Any], **kw: float) -> Checker:
+    def run(name: str, records: Sequence[Record]) -> Effect:
+        return capped_vs_relu(name, records, a, b, **kw)
+
+    return run
 
 
-def _ch3(records: Sequence[Record]) -> Effect:
-    return capped_vs_relu("ch3_layer_growth", records, {**_S001, "cfg.activation.where": "act2"},
-                          _RELU)  # fmt: skip
-
-
-def _sensitivity(records: Sequence[Record]) -> Effect:
-    s001 = {**_S001, "cfg.activation.where": "act2"}
-    return capped_vs_relu("sensitivity_map", records, s001, _RELU)
-
+_S001_ACT2 = {**_S001, "cfg.activation.where": "act2"}
+_NAT = {"cfg.objective.name": "natural"}
+_DRELU = {"cfg.objective.name": "drelu_penalty"}
+_BRELU = {"cfg.activation.name": "brelu", "cfg.activation.alpha": 1.0}
+# Ch.5 and the BReLU paper claim an advantage, not a size: any lead counts as the direction
+_LEAD = {"min_paper_diff": 0.01}
 
 #: recipe name -> its check (recipes without one report their clean accuracy only).
-EFFECTS: dict[str, Callable[[Sequence[Record]], Effect]] = {
-    "table4_2": _table4_2,
-    "table4_3": _table4_3,
-    "ch3_layer_growth": _ch3,
-    "sensitivity_map": _sensitivity,
+EFFECTS: dict[str, Checker] = {
+    "table4_2": _pair(_S001_ACT2, _RELU),
+    "table4_3": _pair({**_S001_ACT2, **_NAT}, {**_RELU, **_NAT}),
+    "ch3_layer_growth": _pair(_S001_ACT2, _RELU),
+    "sensitivity_map": _pair(_S001_ACT2, _RELU),
+    # Figs 4.1-4.3: evaluating the act2-capped general net at cap 0.01 looks more robust
+    "ch4_placement": _pair(
+        {
+            "cfg.model.name": "mlp_general",
+            "cfg.activation.where": "act2",
+            "cfg.swap.name": "cap",
+            "cfg.swap.max_value": 0.01,
+        },
+        {"cfg.model.name": "mlp_general", "cfg.activation.where": "act2", "cfg.swap.name": _NONE},
+    ),
+    "table5_1": _pair(
+        {**_DRELU, "cfg.objective.lam": 100.0, "cfg.model.name": "mlp_general"},
+        {"cfg.objective.name": "pgd_at", "cfg.model.name": "mlp_general"},
+        **_LEAD,
+    ),
+    "fig5_5_lambda_sweep": _pair(
+        {**_DRELU, "cfg.objective.lam": 100.0, "cfg.model.name": "mlp_general"},
+        {**_DRELU, "cfg.objective.lam": 0.0, "cfg.model.name": "mlp_general"},
+    ),
+    "ch5_cifar_tables5_2_to_5_5": _pair(
+        {**_DRELU, "cfg.model.name": "mlp_general"},
+        {"cfg.objective.name": "pgd_at", "cfg.model.name": "mlp_general"},
+        **_LEAD,
+    ),
+    "fig5_19_eps_sweep": _pair(_DRELU, {"cfg.objective.name": "pgd_at"}, **_LEAD),
+    "brelu_tables1_3_6": _pair(_BRELU, _RELU, **_LEAD),
+    "brelu_table5_vbrelu": _pair(_BRELU, _RELU, **_LEAD),
+    "brelu_table4_dropout": _pair(
+        {**_BRELU, "cfg.transform.name": _NONE},
+        {**_RELU, "cfg.transform.name": "dropout"},
+        **_LEAD,
+    ),
+}
+
+#: The smallest clean accuracy per recipe where :data:`MIN_CLEAN` is not it: the quick
+#: BReLU ResNets (width 8, 15 epochs of PGD-AT with random gates) must beat chance well.
+MIN_CLEAN_FOR = {name: 0.60 for name in EFFECTS if name.startswith("brelu")} | {
+    "brelu_replacement": 0.30  # BReLU swapped into a ReLU net: the paper's drop to ~65 %
 }
 
 
@@ -166,12 +202,15 @@ def check(recipe: str, records: Sequence[Record]) -> Effect:
     """The recipe's effect (``shows=None`` when it declares none) with its clean
     accuracies; a clean accuracy below :data:`MIN_CLEAN` fails it."""
     clean = clean_accuracies(records)
-    low = {k: v for k, v in clean.items() if v < MIN_CLEAN}
-    eff = EFFECTS[recipe](records) if recipe in EFFECTS else Effect(recipe, None, "no check")
+    floor = MIN_CLEAN_FOR.get(recipe, MIN_CLEAN)
+    low = {k: v for k, v in clean.items() if v < floor}
+    eff = (
+        EFFECTS[recipe](recipe, records) if recipe in EFFECTS else Effect(recipe, None, "no check")
+    )
     eff.numbers.update({f"clean[{k}]": v for k, v in clean.items()})
     if low:
         eff.shows = False
-        eff.summary += f"; clean below {MIN_CLEAN:.0%}: " + ", ".join(
+        eff.summary += f"; clean below {floor:.0%}: " + ", ".join(
             f"{k} {100 * v:.1f}%" for k, v in low.items()
         )
     return eff
