@@ -40,7 +40,8 @@ def test_recipe_is_valid_full_and_quick(path: Path) -> None:
     assert {d.name for d in qspec.grid.datasets} == {"digits"}
     assert qspec.evaluation.fast and qspec.evaluation.n is not None
     assert qspec.evaluation.n <= 500
-    assert all(c.config["training"]["epochs"] <= 5 for c in quick)
+    # enough epochs to train to a sensible accuracy (timed in benchmarks/quick_recipes.py)
+    assert all(c.config["training"]["epochs"] <= 20 for c in quick)
     assert len(quick) <= len(full) and len(quick) <= 25
     # the full settings are not the quick ones
     assert not spec.evaluation.fast and {d.name for d in spec.grid.datasets} != {"digits"}
@@ -112,29 +113,34 @@ def test_defenses_recipe_covers_every_defence() -> None:
 
 
 @pytest.mark.slow
-def test_quick_table4_2_runs_end_to_end(tmp_path: Path) -> None:
+def test_quick_table4_2_shows_the_gap_end_to_end(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from quick_effects import check
+
     doc = yaml.safe_load((RECIPES / "table4_2.yaml").read_text(encoding="utf-8"))
-    # cut down further for the test: two activations, one eps, 60 points
-    doc["quick"]["grid"]["activations"] = doc["grid"]["activations"][::3]  # relu, cap 0.01
-    doc["quick"]["evaluation"].update(n=60, eps=[0.1])
+    # cut down for the test: two activations (relu, cap 0.01) and the headline eps
+    doc["quick"]["grid"]["activations"] = doc["grid"]["activations"][::3]
+    doc["quick"]["evaluation"].update(eps=[0.1])
     spec = parse_spec(doc, source="table4_2.yaml")
     db = tmp_path / "r.sqlite"
     out = run_spec(spec, db, quick=True, progress=False, output_dir=tmp_path / "ck")
     assert (out.done, out.failed) == (2, [])
     with ResultStore(db) as store:
         cells = store.cells()
-        assert len(cells) == 2
         for c in cells:
-            got = store.metrics(c.cell_id)
-            rows = {(r.protocol, r.attack, r.metric, r.eps): r.value for r in got}
-            clean = rows[("seed", "clean", "accuracy", None)]
-            seed = rows[("seed", "worst", "accuracy", 0.1)]
-            adaptive = rows[("adaptive", "worst", "accuracy", 0.1)]
-            assert clean == rows[("adaptive", "clean", "accuracy", None)] > 0.5
-            assert 0.0 <= seed <= clean and 0.0 <= adaptive <= clean
-            assert ("seed", "FGSM", "accuracy", 0.1) in rows
-            assert ("seed", "PGD-10", "accuracy", 0.1) in rows
-            assert c.extra["masking"]["verdict"] in ("no evidence", "suspect", "masked")
+            rows = {
+                (r.protocol, r.attack, r.metric, r.eps): r.value for r in store.metrics(c.cell_id)
+            }
+            assert rows[("seed-table4_2", "clean", "accuracy", None)] > 0.9
+            # the paper protocol holds FGSM and PGD-10 only (Table 4.2), not Ch.5's list
+            attacks = {a for (p, a, m, e) in rows if p == "seed-table4_2" and m == "accuracy"}
+            assert attacks == {"clean", "worst", "FGSM", "PGD-10"}
             assert ("masking", "verdict", "level", 0.1) in rows
-        by_act = {c.config["activation"]["name"]: c for c in cells}
-        assert set(by_act) == {"relu", "srelu"}
+        records = store.records()
+    eff = check("table4_2", records)
+    # S-ReLU 0.01 beats ReLU by >= 10 pp under the paper protocol; adaptive keeps at most
+    # half of it; S-ReLU 0.01's gap is >= 5 pp
+    assert eff.shows, eff.summary
+    assert eff.numbers["gap_capped_pp"] >= 5.0

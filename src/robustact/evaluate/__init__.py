@@ -25,6 +25,7 @@ from robustact.evaluate.metrics import (
     StochasticSummary,
     summarise,
 )
+from robustact.evaluate.paper_protocols import protocol_attacks
 from robustact.evaluate.protocol import Protocol, ProtocolEntry
 from robustact.evaluate.rows import MetricRow
 from robustact.evaluate.runner import evaluate
@@ -56,6 +57,7 @@ __all__ = [
     "list_protocols",
     "masking_report",
     "negative_unit_ratio",
+    "protocol_attacks",
     "sensitivity_map",
     "summarise",
     "zero_gradient_distance",

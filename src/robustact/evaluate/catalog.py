@@ -1,6 +1,7 @@
-"""The named protocols (``seed``, ``seed-brelu``, ``adaptive``, ``autoattack``,
-``autoattack-rand``) and their registry; see :mod:`robustact.evaluate.protocol` for what
-each one runs and why."""
+"""The named protocols (``seed``, ``adaptive``, ``autoattack``, ``autoattack-rand``, and
+each experiment's paper protocol from :mod:`robustact.evaluate.paper_protocols`:
+``seed-table4_2``, ``seed-table4_3``, ``seed-ch3``, ``seed-brelu``, ``seed-brelu-pgd7``)
+and their registry; see :mod:`robustact.evaluate.protocol` for what each one runs and why."""
 
 from __future__ import annotations
 
@@ -85,25 +86,6 @@ def _seed(eps: float, norm: str, fast: bool) -> Protocol:
     return _protocol("seed", entries, eps, norm, fast, cascade=False)
 
 
-@PROTOCOLS.register("seed-brelu")
-def _seed_brelu(eps: float, norm: str, fast: bool) -> Protocol:
-    entries = (
-        _entry("FGSM", "fgsm", random_start=False),
-        _entry("PGD-20", "pgd", steps=20, step_size=eps / 4, random_start=True),
-        _entry(
-            "CW",
-            "cw",
-            c=1.0,
-            kappa=0.0,
-            steps=20 if fast else 50,
-            lr=0.01,
-            binary_search_steps=1,
-            own_threat=True,
-        ),
-    )
-    return _protocol("seed-brelu", entries, eps, norm, fast, cascade=False)
-
-
 @PROTOCOLS.register("adaptive")
 def _adaptive(eps: float, norm: str, fast: bool) -> Protocol:
     steps = 20 if fast else 100
@@ -174,3 +156,7 @@ def _autoattack_rand(eps: float, norm: str, fast: bool) -> Protocol:
         _entry("APGD-DLR+EOT", "apgd", loss="dlr", steps=steps, eot=eot),
     )
     return _protocol("autoattack-rand", entries, eps, norm, fast, cascade=True, eot_samples=eot)
+
+
+# the per-experiment paper protocols register themselves here (they import this module)
+from robustact.evaluate import paper_protocols as _paper_protocols  # noqa: E402, F401

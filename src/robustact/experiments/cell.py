@@ -199,11 +199,19 @@ def save_cell_checkpoint(
 
 def training_rows(history: Any, seconds: float) -> list[MetricRow]:
     """Typed rows (kind "training") of a finished training: the last epoch's loss,
-    val_loss and val_acc, the number of epochs and the training seconds."""
+    val_loss, val_acc and val_robust_acc, the number of epochs and the training seconds
+    (attack "final"); and the best val_acc and val_robust_acc over the epochs, each its own
+    maximum (attack "best": the BReLU paper's Table 1 reports these)."""
     last = history.last if len(history) else {}
-    vals = {k: last[k] for k in ("loss", "val_loss", "val_acc") if isinstance(last.get(k), float)}
+    keys = ("loss", "val_loss", "val_acc", "val_robust_acc")
+    vals = {k: last[k] for k in keys if isinstance(last.get(k), float)}
     vals.update(epochs=float(len(history)), seconds=seconds)
-    return [MetricRow("training", "final", k, v, kind="training") for k, v in vals.items()]
+    rows = [MetricRow("training", "final", k, v, kind="training") for k, v in vals.items()]
+    for k in ("val_acc", "val_robust_acc"):
+        seen = [float(r[k]) for r in history.records if isinstance(r.get(k), float)]
+        if seen:
+            rows.append(MetricRow("training", "best", k, max(seen), kind="training"))
+    return rows
 
 
 def finish_cell(

@@ -56,9 +56,10 @@ _NUMBER_FIELDS = {
     "min_delta": (0.0, _INF, False, True),
     "max_grad_norm": (0.0, _INF, True, True),
     "val_eps": (0.0, 1.0, True, False),
+    "val_step_size": (0.0, 1.0, True, False),
 }
 #: Fields that may be None (off / the default).
-_OPTIONAL = frozenset({"cap_lr", "min_cap", "early_stopping", "max_grad_norm"})
+_OPTIONAL = frozenset({"cap_lr", "min_cap", "early_stopping", "max_grad_norm", "val_step_size"})
 
 
 @dataclass
@@ -94,6 +95,10 @@ class TrainConfig:
         val_attack: cheap attack for validation robust accuracy: None, "fgsm" or "pgd".
         val_eps: L-inf radius of the validation attack.
         val_steps: PGD steps of the validation attack.
+        val_step_size: PGD step of the validation attack; None: ``2.5 * val_eps /
+            val_steps``. The validation PGD takes all its steps for every point (as a
+            training attack does), so with the training attack's settings it is the BReLU
+            paper's validation PGD-7 (eps 0.03, step 0.00784, 7 steps).
         progress: show a rich progress bar with live metrics.
     """
 
@@ -121,6 +126,7 @@ class TrainConfig:
     val_attack: str | None = None
     val_eps: float = 0.1
     val_steps: int = 5
+    val_step_size: float | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

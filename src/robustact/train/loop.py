@@ -72,12 +72,16 @@ def _val_attack(config: TrainConfig) -> Any:
     if config.val_attack is None:
         return None
     from robustact.attacks import get_attack
+    from robustact.train.adversary import TrainingPGD
 
     if config.val_attack == "fgsm":
         return get_attack("fgsm", eps=config.val_eps)
-    return get_attack(
-        "pgd", eps=config.val_eps, steps=config.val_steps,
-        step_size=2.5 * config.val_eps / config.val_steps, random_start=True,
+    # all steps for every point, as the training attack (BReLU paper: the validation
+    # PGD-7 uses the training hyper-parameters); the step is configuration
+    step = config.val_step_size
+    return TrainingPGD(
+        eps=config.val_eps, steps=config.val_steps, random_start=True,
+        step_size=2.5 * config.val_eps / config.val_steps if step is None else step,
     )  # fmt: skip
 
 
