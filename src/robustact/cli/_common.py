@@ -122,7 +122,7 @@ def resolve_device(name: str) -> str:
 OUTPUT_PATHS: dict[tuple[str, str], str] = {
     ("demo", "out"): "dir",
     ("train", "out"): "dir",
-    ("attack", "out"): "file",
+    ("attack", "out"): "dir",
     ("attack", "json"): "file",
     ("evaluate", "json"): "file",
     ("evaluate", "robustbench"): "file",
@@ -145,7 +145,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None) if args.command == command else None
         if value is None or value == "-" or (command == "run" and getattr(args, "dry_run", False)):
             continue
-        option = "--" + dest.replace("_", "-")
+        option = "--out/--output-dir" if dest == "output_dir" else "--" + dest.replace("_", "-")
         (writable_dir if kind == "dir" else writable_file)(value, option)
 
 
