@@ -1,7 +1,8 @@
 """The ``robustact`` command line.
 
 Sub-commands: ``demo``, ``train``, ``attack``, ``evaluate``, ``diagnose``, ``run``,
-``report``, ``list`` and ``completion``; each has ``--help``. Every user error ends in one line on stderr
+``report``, ``list`` and ``completion``; each has ``--help``. Every user error ends in one
+line on stderr
 and exit code 2 (``--debug`` shows the traceback): bad options, specs and data, unusable
 store files, a diverging training, and output paths that cannot be written (checked before
 the command starts its work); an unexpected failure is one line with exit code 1.

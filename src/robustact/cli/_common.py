@@ -160,11 +160,13 @@ def console(stderr: bool = False) -> Any:
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented strict JSON, atomically (temp file + os.replace)."""
+    """Write ``data`` as indented strict JSON, atomically (temp file + os.replace); floats
+    rounded to 6 significant digits (no float32 noise)."""
+    from robustact.evaluate._notebook import round_floats
     from robustact.experiments.records import atomic_write_text
 
     try:
-        text = json.dumps(data, indent=1, allow_nan=False)
+        text = json.dumps(round_floats(data), indent=1, allow_nan=False)
     except ValueError as e:
         raise CLIError(f"cannot write {path}: {e}") from e
     return atomic_write_text(path, text + "\n")

@@ -106,13 +106,17 @@ def _pct(v: float | None) -> str:
 
 def side_by_side(results: list[Any], masking: dict[float, Any]) -> Any:
     """A rich table with one column per (protocol, eps) evaluation: clean and robust
-    accuracy, the drop (clean - robust), weakest attack, time; the masking verdict per eps when given."""
+    accuracy, the drop (clean - robust), weakest attack, time; the masking verdict per eps
+    when given."""
     from rich.table import Table
+
+    from robustact.evaluate._notebook import display_protocol
 
     t = Table(title="robust accuracy (%) by protocol: paper protocol vs adaptive protocol")
     t.add_column("", justify="left")
     for r in results:
-        t.add_column(f"{_shown(r.protocol)}{' (quick)' if r.fast else ''}\n{r.norm} eps={r.eps:g}",
+        name = display_protocol(r.protocol) + (" (quick)" if r.fast else "")
+        t.add_column(f"{name}\n{r.norm} eps={r.eps:g}",
                      justify="right")  # fmt: skip
     rows: list[tuple[str, list[str]]] = [
         ("clean accuracy", [_pct(r.clean_accuracy) for r in results]),
@@ -127,11 +131,6 @@ def side_by_side(results: list[Any], masking: dict[float, Any]) -> Any:
     for label, vals in rows:
         t.add_row(label, *vals)
     return t
-
-
-def _shown(protocol: str) -> str:
-    """The user-facing name of a protocol id (``seed`` is the paper protocol)."""
-    return {"seed": "paper", "seed-brelu": "paper-brelu"}.get(protocol, protocol)
 
 
 def _strongest(r: Any) -> str:

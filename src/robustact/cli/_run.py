@@ -77,7 +77,7 @@ def add_parsers(sub: Any) -> None:
     )
     rep.add_argument("--metric", default="accuracy", help="metric to tabulate (accuracy)")
     rep.add_argument("--protocol", nargs="+", type=protocol_name,
-                     help="protocols to tabulate ('paper' = the stored 'seed'; default: all)")  # fmt: skip
+                     help="protocols to tabulate (default: all)")  # fmt: skip
     rep.add_argument("--title", default="robustact report", help="report title")
     rep.set_defaults(func=cmd_report)
 
@@ -191,7 +191,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from robustact._extras import import_or_explain
     from robustact.experiments import ResultStore
 
-    build_report = import_or_explain("robustact.report.build", "report", "robustact report").build_report
+    build_report = import_or_explain(
+        "robustact.report.build", "report", "robustact report"
+    ).build_report
 
     db = Path(args.db)
     if not db.exists():

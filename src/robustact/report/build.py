@@ -16,13 +16,13 @@ from matplotlib.figure import Figure
 from robustact.experiments.records import atomic_write_text, records_to_csv_text
 from robustact.experiments.store import ResultStore
 from robustact.report import html as html_mod
+from robustact.report.labels import with_method_labels
 from robustact.report.plots import (
     plot_accuracy_vs_eps,
     plot_accuracy_vs_lambda,
     plot_cd_diagram,
     series_from_records,
 )
-from robustact.report.labels import with_method_labels
 from robustact.report.summary import SummaryRow, protocol_summary
 from robustact.report.tables import (
     RankTable,

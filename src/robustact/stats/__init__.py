@@ -1,8 +1,10 @@
 """Statistics for comparing methods: ranks, ANOVA, Friedman / Iman-Davenport, Nemenyi
 critical difference and its diagram, McNemar, Wilson intervals, mean ± sd over seeds.
 
-Built on scipy (the ``report`` extra), except `samples`, which evaluation needs; the few hand-written formulas (Friedman from average ranks, Iman-Davenport,
-the CD and its groups) say why in their docstrings. References: J. Demšar, "Statistical
+Built on scipy (the ``report`` extra), except `samples`, which evaluation needs and which
+runs on numpy alone; the few hand-written formulas (Friedman from average ranks,
+Iman-Davenport, the CD and its groups) say why in their docstrings. References: J. Demšar,
+"Statistical
 Comparisons of Classifiers over Multiple Data Sets", JMLR 7 (2006).
 """
 
