@@ -13,6 +13,7 @@ so ``robustact run <out>/demo.yaml`` reproduces it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -209,8 +210,14 @@ def _build_report(work: Path) -> tuple[dict[str, Path], str]:
 RESULT_FILE = "demo-result.json"
 
 
+def demo_spec_sha() -> str:
+    """16 hex digits naming :data:`DEMO_SPEC` (a stored demo result from another spec is stale)."""
+    text = json.dumps(DEMO_SPEC, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _write_result(
-    out: Path, rows: list[SummaryRow], records: list[dict[str, Any]], eps: float
+    out: Path, rows: list[SummaryRow], records: list[dict[str, Any]], eps: float, seed: int
 ) -> Path:
     """``demo-result.json``: per model its short name and clean / PGD-10 / paper-protocol /
     adaptive accuracy (fractions, 4 decimals), gap and verdict, as the terminal table shows."""
@@ -227,7 +234,7 @@ def _write_result(
          "adaptive": r4(r.robust_adaptive), "gap": r4(r.gap), "verdict": r.verdict}
         for r in rows
     ]  # fmt: skip
-    data = {"spec": DEMO_SPEC["name"], "eps": eps, "models": models}
+    data = {"spec_sha": demo_spec_sha(), "seed": seed, "eps": eps, "models": models}
     return atomic_write_text(out / RESULT_FILE, json.dumps(data, indent=1) + "\n")
 
 
@@ -288,7 +295,7 @@ def run_demo(
         raise
     _replace_dir(work, final)
     report = {k: final / p.relative_to(work) for k, p in report.items()}
-    _write_result(final, rows, records, eps)
+    _write_result(final, rows, records, eps, seed)
     console.print(_summary_table(rows, _plain_pgd(records), eps))
     for line in _reasons(rows, masking, records):
         console.print(line, highlight=False)
