@@ -79,8 +79,8 @@ def is_stdout(path: str | None) -> bool:
 
 
 def write_json_or_stdout(path: str, data: Any) -> str:
-    """Write ``data`` as JSON to ``path`` (atomically) or to stdout for ``-``, floats rounded
-    to 6 significant digits; returns where."""
+    """Write ``data`` as JSON to ``path`` (atomically) or to stdout for ``-``, without
+    float32 noise; returns where."""
     from robustact.evaluate._notebook import round_floats
 
     data = round_floats(data)  # no float32 noise (0.9200000166893005 -> 0.92)

@@ -161,7 +161,7 @@ def console(stderr: bool = False) -> Any:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented strict JSON, atomically (temp file + os.replace); floats
-    rounded to 6 significant digits (no float32 noise)."""
+    without float32 noise (no float32 noise)."""
     from robustact.evaluate._notebook import round_floats
     from robustact.experiments.records import atomic_write_text
 

@@ -19,10 +19,9 @@ __all__ = [
     "round_floats",
 ]
 
-#: Significant digits of the floats in written JSON: float32 noise such as
-#: 0.9200000166893005 becomes 0.92; k/n accuracies of n < 100 000 points stay exact enough
-#: to recover k; eps = 8/255 reads 0.0313725.
-JSON_DIGITS = 6
+#: Kept for callers that want a fixed precision (``round_floats(obj, digits=4)``); by
+#: default only float32 noise is removed and float64 values are written exactly.
+JSON_DIGITS: int | None = None
 
 #: Protocol ids -> the names people read (``seed`` is the source papers' protocol).
 _SHOWN = {"seed": "paper", "seed-brelu": "paper-brelu"}
@@ -33,11 +32,23 @@ def display_protocol(name: str) -> str:
     return _SHOWN.get(name, name)
 
 
-def round_floats(obj: Any, digits: int = JSON_DIGITS) -> Any:
-    """A copy of a JSON-like structure with every float rounded to ``digits`` significant
-    digits; NaN and inf become None (strict JSON); bools and ints are left alone."""
+def _short(v: float, digits: int | None) -> float:
+    if digits is not None:
+        return float(f"{v:.{digits}g}")
+    import numpy as np
+
+    f32 = np.float32(v)
+    # a value that is exactly a float32 (a tensor's .item()) gets float32's shortest repr:
+    # 0.9200000166893005 -> 0.92; float64 values (8/255, k/n) are kept exactly
+    return float(str(f32)) if float(f32) == v else v
+
+
+def round_floats(obj: Any, digits: int | None = JSON_DIGITS) -> Any:
+    """A copy of a JSON-like structure without float32 noise (every float that is exactly
+    a float32 written with float32's shortest digits; with ``digits``, every float rounded
+    to that many significant digits); NaN and inf become None (strict JSON)."""
     if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
+        return _short(obj, digits) if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: round_floats(v, digits) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
