@@ -131,10 +131,10 @@ def test_train_attack_evaluate_diagnose(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["attack", str(state[-1]), "--eps", "0.1"]) == 2
     assert "training state" in _error_line(capsys)
 
-    adv = tmp_path / "adv.safetensors"
+    adv = tmp_path / "adv" / "adversarial.safetensors"  # --out is a folder in every command
     aj = tmp_path / "attack.json"
     assert main(["attack", str(ck), "--eps", "0.1", "--attack-arg", "steps=10", "--n", "120",
-                 "--out", str(adv), "--json", str(aj)]) == 0  # fmt: skip
+                 "--out", str(adv.parent), "--json", str(aj)]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "clean accuracy" in out and "adversarial accuracy" in out
     res = json.loads(aj.read_text())
@@ -155,7 +155,7 @@ def test_train_attack_evaluate_diagnose(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["evaluate", str(ck), "--eps", "0.1", "--n", "60", "--fast", "--masking",
                  "--masking-n", "40", "--json", str(ej)]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "seed" in out and "adaptive" in out and "masking verdict" in out
+    assert "paper" in out and "adaptive" in out and "masking verdict" in out
     ev = json.loads(ej.read_text())
     seed, adaptive = ev["evaluations"]["seed@0.1"], ev["evaluations"]["adaptive@0.1"]
     assert seed["clean_accuracy"] == adaptive["clean_accuracy"] > 0.3

@@ -247,9 +247,7 @@ def test_output_paths_are_checked_before_the_work(
         "--json",
         "under the file",
     )
-    _fails(
-        ["attack", "nope", "--eps", "0.1", "--out", str(tmp_path)], capsys, "--out", "is a folder"
-    )
+    _fails(["attack", "nope", "--eps", "0.1", "--out", str(f)], capsys, "--out", "is a file")
     _fails(["diagnose", "nope", "--eps", "0.1", "--out", str(f)], capsys, "--out", "is a file")
     _fails(["train", "--out", str(f / "sub")], capsys, "--out", "under the file")
     _fails(["report", "nope.db", "--out", str(f)], capsys, "--out", "is a file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ def test_demo_runs_end_to_end_and_replaces_its_output(tmp_path: Path) -> None:
     html = first.report["html"].read_text()
     assert "seed" in html and "adaptive" in html and "data:image/png;base64," in html
     assert (out / "demo.yaml").is_file() and (out / "results.sqlite").is_file()
+    assert {m["model"] for m in json.loads((out / "demo-result.json").read_text())["models"]} == {
+        "ReLU", "ReLU + PGD-AT", "S-ReLU m=0.1", "S-ReLU m=0.01", "D-ReLU (lambda=0.01)", "BReLU"
+    }  # fmt: skip
     with ResultStore(out / "results.sqlite") as store:
         assert len(store.cells(status="done")) == 6
     # a second run replaces the first completely; nothing half-written is left around

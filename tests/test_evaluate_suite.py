@@ -131,7 +131,9 @@ def test_cell_rows_and_cli_evaluate_json_agree(tmp_path: Path) -> None:
            for r in json.loads(js.read_text())["rows"] if r["metric"] != "seconds"}  # fmt: skip
     stored = {(r.protocol, r.attack, r.item, r.metric, r.eps): r.value
               for r in out.metrics if r.kind == "result" and r.metric != "seconds"}  # fmt: skip
-    assert cli == stored and len(cli) > 20
+    # the CLI's JSON writes float32 values with float32's shortest digits (no noise)
+    assert cli.keys() == stored.keys() and len(cli) > 20
+    assert all(cli[k] == pytest.approx(v, rel=1e-6, abs=1e-7) for k, v in stored.items())
     assert stored[("seed", "clean", None, "accuracy", None)] > 0.3
 
 

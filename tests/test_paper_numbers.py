@@ -305,7 +305,7 @@ def test_join_puts_measured_beside_paper() -> None:
     assert rows[-1].paper is None and rows[-1].worst_case == 0.12 and rows[-1].cells()[3] == "-"
     md = joined_markdown(rows, 2).splitlines()
     assert md[0].startswith(
-        "| table | row | column | paper | seed protocol (ours) | adaptive (ours) |"
+        "| table | row | column | paper | paper protocol (ours) | adaptive (ours) |"
     )
     assert (
         "| table4_2 | MNIST / Max = 0.01 | PGD (eps=0.1) | 0.90 | 0.89 | 0.16 | 0.16 | masked |"

@@ -2,7 +2,8 @@
 
 Trains six small MLPs on scikit-learn's digits — ReLU, S-ReLU (m = 0.1 and 0.01 on the
 second hidden layer), D-ReLU (learnable caps, eq. 5.1 penalty), BReLU and a PGD-trained
-ReLU — evaluates each under the seeds' protocol and the adaptive protocol, runs the
+ReLU — evaluates each under the paper protocol (the source papers' attacks) and the
+adaptive protocol, runs the
 masking report, prints both numbers side by side with the verdicts and writes a
 self-contained HTML report. It is an ordinary experiment spec (:data:`DEMO_SPEC`, also
 written next to the results as ``demo.yaml``) run by :func:`robustact.experiments.run_spec`,
@@ -12,6 +13,8 @@ so ``robustact run <out>/demo.yaml`` reproduces it.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -23,15 +26,16 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from robustact._extras import MissingExtraError, import_or_explain
 from robustact.evaluate.protocol import get_protocol
 from robustact.experiments import ResultStore, parse_spec, run_spec
-from robustact.report.build import build_report, with_method_labels
+from robustact.report.labels import with_method_labels
 from robustact.report.summary import SummaryRow, protocol_summary, verdict_level
 
 #: Everything the demo runs: a grid of 6 cells on digits (see the module docstring).
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo",
-    "description": "robustact demo: robust activations on digits, seed vs adaptive protocol",
+    "description": "robustact demo: robust activations on digits, paper vs adaptive protocol",
     "grid": {
         "datasets": ["digits"],
         "models": [{"name": "mlp_general", "hidden": [128, 64]}],
@@ -101,9 +105,9 @@ _STYLE = {"bad": "bold red", "warn": "yellow", "good": "green", "unknown": "dim"
 
 
 def _print_protocols(console: Console, eps: float, fast: bool) -> None:
-    for name in ("seed", "adaptive"):
+    for name, title in (("seed", "paper"), ("adaptive", "adaptive")):
         proto = get_protocol(name, eps=eps, norm="Linf", fast=fast)
-        console.print(f"[bold]{name} protocol[/bold]")
+        console.print(f"[bold]{title} protocol[/bold]")
         for line in proto.lines():
             console.print(f"  {line}", highlight=False)
 
@@ -120,7 +124,7 @@ _NAMES = {
 
 
 def _plain_pgd(records: list[dict[str, Any]]) -> dict[str, float]:
-    """The seed protocol's PGD-10 accuracy per method: the number the seeds headline."""
+    """The paper protocol's PGD-10 accuracy per method: the number the papers headline."""
     return {
         str(r["method"]): float(r["value"])
         for r in records
@@ -132,7 +136,7 @@ def _plain_pgd(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def _summary_table(rows: list[SummaryRow], pgd: dict[str, float], eps: float) -> Table:
     table = Table(title=f"digits, MLP 64-128-64-10, L-inf eps = {eps}: accuracy (%)")
-    for col in ("model", "clean", "PGD-10", "seed", "adaptive", "gap", "verdict"):
+    for col in ("model", "clean", "PGD-10", "paper", "adaptive", "gap (pp)", "verdict"):
         table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
     for r in rows:
         level = verdict_level(r.verdict)
@@ -146,9 +150,9 @@ def _summary_table(rows: list[SummaryRow], pgd: dict[str, float], eps: float) ->
             f"[{_STYLE[level]}]{r.verdict or 'not checked'}[/]",
         )
     table.caption = (
-        "PGD-10: plain PGD as the seeds ran it; seed: worst case over the seeds' attacks "
-        "(FGSM, PGD, APGD-CE/DLR, Square); adaptive: worst case over BPDA/EOT gradient "
-        "attacks, margin/DLR losses, APGD-T and Square; gap = seed - adaptive."
+        "PGD-10: plain PGD as the papers ran it; paper: worst case over the paper protocol's "
+        "attacks (FGSM, PGD, APGD-CE/DLR, Square); adaptive: worst case over BPDA/EOT "
+        "gradient attacks, margin/DLR losses, APGD-T and Square; gap = paper - adaptive."
     )
     return table
 
@@ -189,6 +193,49 @@ def _read_store(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         masking = {c.cell_id: c.extra["masking"] for c in store.cells()
                    if isinstance(c.extra.get("masking"), dict)}  # fmt: skip
     return records, masking
+
+
+def _build_report(work: Path) -> tuple[dict[str, Path], str]:
+    """The report files (``report`` extra), or none and the one line saying how to get them."""
+    try:
+        build = import_or_explain("robustact.report.build", "report", "writing the report files")
+    except MissingExtraError as e:
+        return {}, str(e)
+    files = build.build_report(work / "results.sqlite", work / "report", title="robustact demo")
+    return dict(files), ""
+
+
+#: The demo's headline numbers, written beside its results (``tools/readme_table.py``
+#: renders the README table from it, and a test checks the README agrees).
+RESULT_FILE = "demo-result.json"
+
+
+def demo_spec_sha() -> str:
+    """16 hex digits naming :data:`DEMO_SPEC` (a stored demo result from another spec is stale)."""
+    text = json.dumps(DEMO_SPEC, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_result(
+    out: Path, rows: list[SummaryRow], records: list[dict[str, Any]], eps: float, seed: int
+) -> Path:
+    """``demo-result.json``: per model its short name and clean / PGD-10 / paper-protocol /
+    adaptive accuracy (fractions, 4 decimals), gap and verdict, as the terminal table shows."""
+    from robustact.experiments.records import atomic_write_text
+
+    pgd = _plain_pgd(records)
+
+    def r4(v: float | None) -> float | None:
+        return None if v is None else round(float(v), 4)
+
+    models = [
+        {"model": _NAMES.get(r.method, r.method), "method": r.method, "clean": r4(r.clean),
+         "pgd10": r4(pgd.get(r.method)), "paper": r4(r.robust_seed),
+         "adaptive": r4(r.robust_adaptive), "gap": r4(r.gap), "verdict": r.verdict}
+        for r in rows
+    ]  # fmt: skip
+    data = {"spec_sha": demo_spec_sha(), "seed": seed, "eps": eps, "models": models}
+    return atomic_write_text(out / RESULT_FILE, json.dumps(data, indent=1) + "\n")
 
 
 def run_demo(
@@ -242,23 +289,27 @@ def run_demo(
             raise RuntimeError(f"{len(summary.failed)} demo cell(s) failed; see the lines above")
         records, masking = _read_store(work / "results.sqlite")
         rows = protocol_summary(records, method_key="method", group_keys=(), masking=masking)
-        report = build_report(work / "results.sqlite", work / "report", title="robustact demo")
+        report, skipped = _build_report(work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     _replace_dir(work, final)
     report = {k: final / p.relative_to(work) for k, p in report.items()}
+    _write_result(final, rows, records, eps, seed)
     console.print(_summary_table(rows, _plain_pgd(records), eps))
     for line in _reasons(rows, masking, records):
         console.print(line, highlight=False)
     masked = [_NAMES.get(r.method, r.method) for r in rows if verdict_level(r.verdict) == "bad"]
     if masked:
         console.print(
-            f"[bold red]Masked: {', '.join(masked)}.[/] Their seed-protocol numbers overstate "
+            f"[bold red]Masked: {', '.join(masked)}.[/] Their paper-protocol numbers overstate "
             "robustness; the adaptive column is the one to trust."
         )
     seconds = time.perf_counter() - t0
-    console.print(f"HTML report: {report['html']}  ({seconds:.0f} s)")
+    if skipped:
+        console.print(f"report files skipped: {skipped}  ({seconds:.0f} s)", markup=False)
+    else:
+        console.print(f"HTML report: {report['html']}  ({seconds:.0f} s)")
     return DemoResult(
         rows=rows, out_dir=final, store=final / "results.sqlite", report=report, seconds=seconds
     )

@@ -1,7 +1,8 @@
 """The ``robustact`` command line.
 
 Sub-commands: ``demo``, ``train``, ``attack``, ``evaluate``, ``diagnose``, ``run``,
-``report`` and ``list``; each has ``--help``. Every user error ends in one line on stderr
+``report``, ``list`` and ``completion``; each has ``--help``. Every user error ends in one
+line on stderr
 and exit code 2 (``--debug`` shows the traceback): bad options, specs and data, unusable
 store files, a diverging training, and output paths that cannot be written (checked before
 the command starts its work); an unexpected failure is one line with exit code 1.
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from robustact import __version__
-from robustact.cli import _attack, _evaluate, _run, _train
+from robustact.cli import _attack, _completion, _evaluate, _run, _train
 from robustact.cli._common import CLIError, OneLineParser, check_output_paths, resolve_device
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="robustact",
         description="Robust activations (S-ReLU, D-ReLU, BReLU): train them and evaluate "
-        "their robustness honestly (seed and adaptive protocols, masking report).",
+        "their robustness honestly (paper and adaptive protocols, masking report).",
     )
     p.add_argument("--version", action="version", version=f"robustact {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _attack.add_parser(sub)
     _evaluate.add_parsers(sub)
     _run.add_parsers(sub)
+    _completion.add_parser(sub)
     return p
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robustact.cli._args import eps_value, is_stdout, write_json_or_stdout
+from robustact.cli._args import N_POINTS, add_batch_size, eps_value, is_stdout, write_json_or_stdout
 from robustact.cli._common import (
     CLIError,
     add_data_options,
@@ -21,16 +21,19 @@ from robustact.cli._common import (
 )
 from robustact.cli._model import add_model_options, model_from_args
 
-__all__ = ["add_parser", "cmd_attack", "run_attack"]
+__all__ = ["ADV_FILE", "add_parser", "cmd_attack", "run_attack"]
+
+#: The file ``--out DIR`` receives (``--out`` is a folder in every command).
+ADV_FILE = "adversarial.safetensors"
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "attack",
-        help="attack a checkpoint; print clean/adversarial accuracy, save the examples",
-        description="Run one attack on a trained checkpoint (robustact train --out folder or "
-        "model.safetensors) and write the adversarial examples as safetensors (tensors x_adv, "
-        "y, pred_clean, pred_adv; the settings in its metadata).",
+        help="attack a model; print clean/adversarial accuracy, save the examples",
+        description="Run one attack on a model (a robustact checkpoint or your own, see "
+        "--model) and write the adversarial examples to --out DIR as adversarial.safetensors "
+        "(tensors x_adv, y, pred_clean, pred_adv; the settings in its metadata).",
     )
     add_model_options(p)
     p.add_argument("--attack", default="pgd", help="attack name (robustact list attacks)")
@@ -41,10 +44,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--bpda", action="store_true", help="straight-through gradient through caps")
     p.add_argument("--eot", type=int, default=1, help="EOT passes per gradient (default 1)")
-    add_data_options(p, n_default=500)
-    p.add_argument("--batch-size", type=int, default=250, help="points per attack call (250)")
+    add_data_options(p, n_default=N_POINTS)
+    add_batch_size(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's randomness (0)")
-    p.add_argument("--out", help="write the adversarial examples here (.safetensors)")
+    p.add_argument("--out", metavar="DIR", help=f"folder for the adversarial examples ({ADV_FILE})")
     p.add_argument("--json", help="write the accuracies and settings here (.json; - for stdout)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.set_defaults(func=cmd_attack)
@@ -103,11 +106,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     entry, eps, norm = build_attack(args)
     entry.build(model, eps, norm)  # bad attack arguments fail before the data is loaded
     x, y, data_desc = eval_data(args, meta, device)
-    out = None
-    if args.out is not None:
-        out = Path(args.out)
-        if out.suffix != ".safetensors":
-            out = out.with_name(out.name + ".safetensors")
+    out = None if args.out is None else Path(args.out) / ADV_FILE
     t0 = time.perf_counter()
     x_adv, pred_c, pred_a, attack = run_attack(
         model, entry, x, y, eps=eps, norm=norm, batch_size=args.batch_size, seed=args.seed

@@ -122,7 +122,7 @@ def resolve_device(name: str) -> str:
 OUTPUT_PATHS: dict[tuple[str, str], str] = {
     ("demo", "out"): "dir",
     ("train", "out"): "dir",
-    ("attack", "out"): "file",
+    ("attack", "out"): "dir",
     ("attack", "json"): "file",
     ("evaluate", "json"): "file",
     ("evaluate", "robustbench"): "file",
@@ -145,7 +145,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None) if args.command == command else None
         if value is None or value == "-" or (command == "run" and getattr(args, "dry_run", False)):
             continue
-        option = "--" + dest.replace("_", "-")
+        option = "--out/--output-dir" if dest == "output_dir" else "--" + dest.replace("_", "-")
         (writable_dir if kind == "dir" else writable_file)(value, option)
 
 
@@ -160,11 +160,13 @@ def console(stderr: bool = False) -> Any:
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented strict JSON, atomically (temp file + os.replace)."""
+    """Write ``data`` as indented strict JSON, atomically (temp file + os.replace); floats
+    without float32 noise (no float32 noise)."""
+    from robustact.evaluate._notebook import round_floats
     from robustact.experiments.records import atomic_write_text
 
     try:
-        text = json.dumps(data, indent=1, allow_nan=False)
+        text = json.dumps(round_floats(data), indent=1, allow_nan=False)
     except ValueError as e:
         raise CLIError(f"cannot write {path}: {e}") from e
     return atomic_write_text(path, text + "\n")

@@ -1,5 +1,5 @@
 """``robustact evaluate`` (protocols side by side, optional masking verdict) and
-``robustact diagnose`` (masking report and the seeds' diagnostics, with plots)."""
+``robustact diagnose`` (masking report and the papers' diagnostics, with plots)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from robustact.cli._args import eps_value, is_stdout, write_json_or_stdout
+from robustact.cli._args import (
+    N_POINTS,
+    add_batch_size,
+    add_quick,
+    eps_value,
+    is_stdout,
+    protocol_name,
+    write_json_or_stdout,
+)
 from robustact.cli._common import (
     CLIError,
     add_data_options,
@@ -33,7 +41,7 @@ def _threat_options(p: argparse.ArgumentParser, multi: bool) -> None:
     else:
         p.add_argument("--eps", type=eps_value, required=True, help="perturbation budget, e.g. 0.1")
     p.add_argument("--norm", default="Linf", help="Linf (default) or L2")
-    p.add_argument("--fast", action="store_true", help="fewer steps/queries (labelled as fast)")
+    add_quick(p, "fewer steps/queries (labelled as quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
 
@@ -41,21 +49,24 @@ def _threat_options(p: argparse.ArgumentParser, multi: bool) -> None:
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a checkpoint under the seed and adaptive protocols, side by side",
-        description="Evaluate a checkpoint under one or more protocols (default: the seeds' "
-        "protocol and the adaptive one) at each --eps, print them side by side with each "
+        help="evaluate a model under the paper and adaptive protocols, side by side",
+        description="Evaluate a model under one or more protocols (default: the paper "
+        "protocol, i.e. the source papers' attacks, and the adaptive one) at each --eps, "
+        "print them side by side with each "
         "protocol's per-attack table, and optionally the gradient-masking verdict.",
     )
     add_model_options(p)
     p.add_argument(
         "--protocol",
         nargs="+",
+        type=protocol_name,
         default=["seed", "adaptive"],
-        help="protocols (robustact list protocols; default: seed adaptive)",
+        help="protocols (robustact list protocols; 'paper' is the source papers' protocol, "
+        "stored as 'seed'; default: paper adaptive)",
     )
     _threat_options(p, multi=True)
-    add_data_options(p, n_default=1000)
-    p.add_argument("--batch-size", type=int, default=500, help="points per attack call (500)")
+    add_data_options(p, n_default=N_POINTS)
+    add_batch_size(p)
     p.add_argument("--masking", action="store_true", help="add the gradient-masking report")
     p.add_argument("--masking-n", type=int, default=200, help="points for the masking report (200)")
     p.add_argument("--brief", action="store_true", help="only the side-by-side summary")
@@ -64,23 +75,24 @@ def add_parsers(sub: Any) -> None:
         "--robustbench",
         metavar="FILE",
         help="also write a RobustBench-style model entry (.json) from the autoattack run "
-        "(needs --protocol autoattack or autoattack-rand, without --fast)",
+        "(needs --protocol autoattack or autoattack-rand, without --quick)",
     )
     p.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser(
         "diagnose",
-        help="masking report and diagnostics of a checkpoint (PNG plots + JSON)",
+        help="masking report and diagnostics of a model (PNG plots + JSON)",
         description="Gradient-masking report (verdict and every check with its value, threshold "
-        "and citation) and the seeds' diagnostics: layer-wise growth of an adversarial "
+        "and citation) and the papers' diagnostics: layer-wise growth of an adversarial "
         "perturbation, zero-gradient distance, negative-unit ratio, cap summary and the "
         "sensitivity map. Writes diagnose.json and PNG plots to --out.",
     )
     add_model_options(d)
     _threat_options(d, multi=False)
-    add_data_options(d, n_default=200)
+    add_data_options(d, n_default=N_POINTS)
+    add_batch_size(d)
     d.add_argument("--out", required=True, help="folder for diagnose.json and the PNG plots")
-    d.add_argument("--zg-steps", type=int, help="zero-gradient PGD steps (100; --fast 20)")
+    d.add_argument("--zg-steps", type=int, help="zero-gradient PGD steps (100; --quick 20)")
     d.add_argument("--zg-step-size", type=float, default=0.01, help="its step size (0.01)")
     d.set_defaults(func=cmd_diagnose)
 
@@ -94,19 +106,23 @@ def _pct(v: float | None) -> str:
 
 def side_by_side(results: list[Any], masking: dict[float, Any]) -> Any:
     """A rich table with one column per (protocol, eps) evaluation: clean and robust
-    accuracy, gap, weakest attack, time; the masking verdict per eps when given."""
+    accuracy, the drop (clean - robust), weakest attack, time; the masking verdict per eps
+    when given."""
     from rich.table import Table
 
-    t = Table(title="robust accuracy (%) by protocol: seed protocol vs adaptive protocol")
+    from robustact.evaluate._notebook import display_protocol
+
+    t = Table(title="robust accuracy (%) by protocol: paper protocol vs adaptive protocol")
     t.add_column("", justify="left")
     for r in results:
-        t.add_column(f"{r.protocol}{' (fast)' if r.fast else ''}\n{r.norm} eps={r.eps:g}",
+        name = display_protocol(r.protocol) + (" (quick)" if r.fast else "")
+        t.add_column(f"{name}\n{r.norm} eps={r.eps:g}",
                      justify="right")  # fmt: skip
     rows: list[tuple[str, list[str]]] = [
         ("clean accuracy", [_pct(r.clean_accuracy) for r in results]),
         ("robust accuracy (worst case)", [_pct(r.robust_accuracy) for r in results]),
         ("95% CI", [f"[{_pct(r.robust_ci[0])}, {_pct(r.robust_ci[1])}]" for r in results]),
-        ("robustness gap (pp)", [_pct(r.robustness_gap) for r in results]),
+        ("drop: clean - robust (pp)", [_pct(r.robustness_gap) for r in results]),
         ("strongest attack", [_strongest(r) for r in results]),
         ("seconds", [f"{r.seconds:.1f}" for r in results]),
     ]
@@ -196,7 +212,7 @@ def _check_robustbench(args: argparse.Namespace) -> None:
     if args.robustbench and not {"autoattack", "autoattack-rand"} & set(args.protocol):
         raise CLIError("--robustbench needs --protocol autoattack (or autoattack-rand)")
     if args.robustbench and args.fast:
-        raise CLIError("--robustbench needs the full AutoAttack budget: drop --fast")
+        raise CLIError("--robustbench needs the full AutoAttack budget: leave out --quick")
 
 
 def _write_robustbench(args: argparse.Namespace, suite: Any, meta: Any, data_desc: str) -> None:
@@ -261,6 +277,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     steps = args.zg_steps if args.zg_steps is not None else (20 if args.fast else 100)
     if steps < 1 or not args.zg_step_size > 0:
         raise CLIError("--zg-steps must be >= 1 and --zg-step-size > 0")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file; give a folder")
@@ -276,7 +294,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         {"name": "sensitivity_map", "n": n}, {"name": "negative_unit_ratio", "n": n},
     ]  # fmt: skip
     suite = evaluate_suite(model, x, y, protocols=(), eps=[eps], norm=norm, fast=args.fast,
-                           seed=args.seed, masking=True, masking_n=n,
+                           seed=args.seed, batch_size=args.batch_size, masking=True, masking_n=n,
                            diagnostics=diagnostics)  # fmt: skip
     rep = suite.masking[eps]
     con.print(rep.to_table())

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robustact.cli._args import protocol_name
 from robustact.cli._common import CLIError, console, resolve_device
 
 __all__ = ["add_parsers", "find_recipes", "resolve_spec"]
@@ -42,7 +43,8 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--workers", type=int, default=1, help="cells at once (default 1)")
     r.add_argument("--backend", choices=["local", "ray"], default="local", help="local or ray")
     r.add_argument("--quick", action="store_true", help="apply the spec's quick: overrides")
-    r.add_argument("--output-dir", help="checkpoint folder (default: spec's, or beside store)")
+    r.add_argument("--out", "--output-dir", dest="output_dir", metavar="DIR",
+                   help="checkpoint folder (default: spec's, or beside the store)")  # fmt: skip
     r.add_argument("--data-root", help="dataset folder (default: spec's, or the readers')")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     r.add_argument(
@@ -59,8 +61,9 @@ def add_parsers(sub: Any) -> None:
     rep = sub.add_parser(
         "report",
         help="build the report (Markdown, LaTeX, CSV, HTML) from a results store",
-        description="Rank tables per protocol with statistics, the seed-vs-adaptive summary "
-        "with masking verdicts, and plots, from a results store written by robustact run.",
+        description="Rank tables per protocol with statistics, the paper-vs-adaptive "
+        "summary with masking verdicts, and plots, from a results store written by robustact "
+        "run (needs the report extra: pip install 'robustact[report]').",
     )
     rep.add_argument("db", metavar="DB", help="results store (SQLite) written by robustact run")
     rep.add_argument("--out", default="report", help="output folder (default report)")
@@ -73,7 +76,8 @@ def add_parsers(sub: Any) -> None:
         "model/activation/objective settings that vary across cells)",
     )
     rep.add_argument("--metric", default="accuracy", help="metric to tabulate (accuracy)")
-    rep.add_argument("--protocol", nargs="+", help="protocols to tabulate (default: all)")
+    rep.add_argument("--protocol", nargs="+", type=protocol_name,
+                     help="protocols to tabulate (default: all)")  # fmt: skip
     rep.add_argument("--title", default="robustact report", help="report title")
     rep.set_defaults(func=cmd_report)
 
@@ -184,8 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from robustact._extras import import_or_explain
     from robustact.experiments import ResultStore
-    from robustact.report import build_report
+
+    build_report = import_or_explain(
+        "robustact.report.build", "report", "robustact report"
+    ).build_report
 
     db = Path(args.db)
     if not db.exists():

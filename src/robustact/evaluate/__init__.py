@@ -4,6 +4,10 @@
 See DESIGN.md, "Evaluation soundness".
 """
 
+import sys
+from types import ModuleType
+from typing import Any
+
 from robustact.evaluate.catalog import PROTOCOLS, get_protocol, list_protocols
 from robustact.evaluate.diagnostics import (
     LayerDistance,
@@ -62,3 +66,16 @@ __all__ = [
     "summarise",
     "zero_gradient_distance",
 ]
+
+
+class _CallablePackage(ModuleType):
+    """``robustact.evaluate`` is both this package and its main function: importing the
+    package binds it as the ``robustact`` attribute ``evaluate`` (Python's import system
+    does that for every subpackage), which hid the top-level ``ra.evaluate(...)`` function
+    once anything had imported the package. Calling the package calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -119,9 +119,16 @@ def verdict_of(checks: list[MaskingCheck], th: Mapping[str, float]) -> tuple[Ver
 def _run_checks(p: Probe, th: Mapping[str, float]) -> list[MaskingCheck]:
     """Every check of :data:`~robustact.evaluate.masking_checks.CHECKS`, probes first (the
     attacks then run in one fixed order), returned in report order."""
+    from robustact.progress import task
+
     values: dict[str, float | None] = {}
-    for c in sorted(CHECKS.values(), key=lambda c: not c.probe):
-        values[c.name] = c.value(p)
+    order = sorted(CHECKS.values(), key=lambda c: not c.probe)
+    # one step per check on the run's display (a transient row under the evaluation's)
+    with task(f"masking eps={p.eps:g}", total=len(order), transient=True) as row:
+        for c in order:
+            row.status(check=c.name)
+            values[c.name] = c.value(p)
+            row.advance()
     fmt = {"steps": p.steps, "long_steps": p.long_steps, "eot": p.eot}
     out = []
     for c in CHECKS.values():

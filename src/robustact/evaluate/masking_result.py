@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from robustact.evaluate._notebook import NotebookMixin, html_table
 from robustact.evaluate.rows import VERDICTS, MetricRow, finite
 
 __all__ = ["MaskingCheck", "MaskingReport", "Verdict"]
@@ -35,7 +37,7 @@ class MaskingCheck:
 
 
 @dataclass
-class MaskingReport:
+class MaskingReport(NotebookMixin):
     """Verdict and the numbers behind it.
 
     Attributes:
@@ -118,3 +120,24 @@ class MaskingReport:
         from robustact.evaluate.render import to_text
 
         return to_text(self.to_table(), width=width)
+
+    def __repr__(self) -> str:
+        flagged = f" (flagged: {', '.join(self.flagged)})" if self.flagged else ""
+        return (
+            f"<MaskingReport {self.norm} eps={self.eps:g} n={self.n}: "
+            f"{self.verdict.upper()}{flagged}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the verdict, its reason and one row per check."""
+        rows = [[c.name, "–" if c.value is None else f"{c.value:.4g}", f"{c.threshold:.4g}",
+                 "FLAG" if c.flagged else "", c.explanation] for c in self.checks]  # fmt: skip
+        cap = f"masking report, {self.norm} eps={self.eps:g}, n={self.n}"
+        table = html_table(["check", "value", "threshold", "flagged", "meaning"], rows, cap)
+        return f"<div><p><b>{self.verdict.upper()}</b>: {html.escape(self.reason)}</p>{table}</div>"
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per check: setting, verdict, check name, value, threshold, flag."""
+        common = {"eps": self.eps, "norm": self.norm, "n": self.n, "verdict": self.verdict}
+        return [{**common, "check": c.name, "value": c.value, "threshold": c.threshold,
+                 "flagged": c.flagged} for c in self.checks]  # fmt: skip

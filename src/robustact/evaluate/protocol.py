@@ -292,8 +292,11 @@ class Protocol:
 
     def lines(self) -> list[str]:
         """Human-readable lines, one per attack, for reports."""
+        from robustact.evaluate._notebook import display_protocol
+
+        quick = " [QUICK: reduced steps/queries]" if self.fast else ""
         head = (
-            f"protocol '{self.name}'{' [FAST: reduced steps/queries]' if self.fast else ''}: "
+            f"protocol '{display_protocol(self.name)}'{quick}: "
             f"{self.norm} eps={self.eps:g}, {'cascade' if self.cascade else 'individual'}"
         )
         out = [head]

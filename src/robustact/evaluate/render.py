@@ -90,7 +90,7 @@ def eval_table(r: EvalResult) -> Table:
         _num(r.mean_l2),
         f"{r.seconds:.2f}",
     )
-    cap = [f"robustness gap {_pct(r.robustness_gap)} pp"]
+    cap = [f"drop (clean - robust) {_pct(r.robustness_gap)} pp"]
     if r.stochastic is not None:
         s = r.stochastic
         for key in ("clean_acc", "robust_acc"):

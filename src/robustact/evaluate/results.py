@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from robustact.evaluate._notebook import NotebookMixin, display_protocol, html_table, pct
 from robustact.evaluate.rows import MetricRow, finite
 from robustact.stats import MeanSD
 
@@ -46,6 +47,14 @@ class AttackMetrics:
     seconds: float
     describe: dict[str, Any] = field(default_factory=dict)
     in_worst_case: bool = True
+
+    def __repr__(self) -> str:
+        acc = self.accuracy if self.accuracy is not None else self.cumulative_accuracy
+        kind = "accuracy" if self.accuracy is not None else "cumulative accuracy"
+        return (
+            f"<AttackMetrics {self.label}: {kind} {pct(acc)} %, fooled "
+            f"{self.n_fooled}/{self.n_attacked}, {self.seconds:.1f} s>"
+        )
 
     def values(self, sd: StochasticSummary | None = None) -> dict[str, float | None]:
         """Metric name -> value (the repeated-run statistics of ``sd`` included)."""
@@ -108,7 +117,7 @@ def _json_num(v: float | None) -> float | None:
 
 
 @dataclass
-class EvalResult:
+class EvalResult(NotebookMixin):
     """Everything one evaluation measured. ``to_dict()`` is JSON-serialisable,
     ``metrics()`` is a flat ``{name: float}`` (one row per metric in a results store),
     ``to_table()`` a rich table.
@@ -282,9 +291,10 @@ class EvalResult:
 
     # ------------------------------------------------------------------ rendering
     def title(self) -> str:
-        fast = " (fast: reduced steps/queries)" if self.fast else ""
+        fast = " (quick: reduced steps/queries)" if self.fast else ""
         mode = "cascade" if self.cascade else "individual"
-        return f"protocol '{self.protocol}'{fast}: {self.norm} eps={self.eps:g}, n={self.n}, {mode}"
+        name = display_protocol(self.protocol)
+        return f"protocol '{name}'{fast}: {self.norm} eps={self.eps:g}, n={self.n}, {mode}"
 
     def to_table(self) -> Any:
         """A ``rich.table.Table`` with one row per attack plus clean and worst-case rows."""
@@ -297,6 +307,37 @@ class EvalResult:
         from robustact.evaluate.render import to_text
 
         return to_text(self.to_table(), width=width)
+
+    # ------------------------------------------------------------------ notebooks
+    def __repr__(self) -> str:
+        lo, hi = self.robust_ci
+        return (
+            f"<EvalResult {display_protocol(self.protocol)}{' (quick)' if self.fast else ''} "
+            f"{self.norm} eps={self.eps:g} n={self.n}: clean {pct(self.clean_accuracy)} %, "
+            f"robust {pct(self.robust_accuracy)} % [{pct(lo)}, {pct(hi)}], drop "
+            f"{pct(self.robustness_gap)} pp, {len(self.attacks)} attacks, {self.seconds:.1f} s>"
+        )
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the summary and one row per attack (percentages)."""
+        lo, hi = self.robust_ci
+        clo, chi = self.clean_ci
+        head = html_table(["", "%", "95 % interval"], [
+            ["clean accuracy", pct(self.clean_accuracy), f"[{pct(clo)}, {pct(chi)}]"],
+            ["robust accuracy", pct(self.robust_accuracy), f"[{pct(lo)}, {pct(hi)}]"],
+            ["drop (clean - robust, pp)", pct(self.robustness_gap), ""],
+        ], caption=self.title())  # fmt: skip
+        rows = [
+            [a.label, pct(a.accuracy), pct(a.cumulative_accuracy), pct(a.success_rate),
+             f"{a.n_fooled}/{a.n_attacked}", f"{a.seconds:.1f}"]
+            for a in self.attacks
+        ]  # fmt: skip
+        cols = ["attack", "accuracy %", "cumulative %", "success %", "fooled", "s"]
+        return f"<div>{head}{html_table(cols, rows)}</div>"
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The typed rows as dicts (long format: one measurement per row; fractions)."""
+        return [r.to_dict() for r in self.rows()]
 
 
 def _repeat_stats(

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from robustact._validate import is_int
 from robustact.attacks.threat import canonical_norm
+from robustact.evaluate._notebook import NotebookMixin, display_protocol
 from robustact.evaluate.catalog import get_protocol
 from robustact.evaluate.diagnose import DiagnosticContext, run_diagnostics
 from robustact.evaluate.masking import masking_report
@@ -58,7 +59,7 @@ def build_protocol(spec: ProtocolSpec, eps: float, norm: str, fast: bool) -> Pro
 
 
 @dataclass
-class SuiteResult:
+class SuiteResult(NotebookMixin):
     """Everything :func:`evaluate_suite` measured.
 
     Attributes:
@@ -99,6 +100,24 @@ class SuiteResult:
             "rows": [r.to_dict() for r in self.rows],
             "seed": self.seed,
         }
+
+    def __repr__(self) -> str:
+        evals = ", ".join(f"{display_protocol(r.protocol)}@{r.eps:g}" for r in self.evaluations)
+        masks = ", ".join(f"{e:g}: {rep.verdict}" for e, rep in self.masking.items())
+        return (
+            f"<SuiteResult {len(self.evaluations)} evaluations ({evals or 'none'}), masking "
+            f"({masks or 'off'}), {len(self.diagnostics)} diagnostics, seed {self.seed}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """Every evaluation's and masking report's HTML view, in order."""
+        parts = [r._repr_html_() for r in self.evaluations]
+        parts += [rep._repr_html_() for rep in self.masking.values()]
+        return "<div>" + "".join(parts) + "</div>"
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The typed rows of everything as dicts (long format; fractions)."""
+        return [r.to_dict() for r in self.rows]
 
 
 def _once(proto: Protocol) -> Protocol | None:

@@ -129,32 +129,11 @@ def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
     check_keys(m, allowed, path, ctx, refuse=_RUNTIME_TRAINING)
     out: dict[str, Any] = {}
     for k, v in m.items():
-        if k == "val_fraction":
-            out[k] = ranged(k, v, join(path, k), ctx)
-            continue
-        if k in DATA_KEYS:
-            out[k] = v
-            continue
         if k not in allowed or k in _RUNTIME_TRAINING:
             continue
-        if k in ("betas", "milestones") and isinstance(v, list):
-            v = tuple(v)
-        try:
-            TrainConfig(**{k: v})
-        except ConfigError as e:
-            if f"TrainConfig.{k} " in str(e):
-                ctx.err(join(path, k), str(e).split(" is invalid: ", 1)[-1] + f", got {show(m[k])}")
-                continue
-        except TypeError as e:
-            ctx.err(join(path, k), str(e))
-            continue
-        if _ann_is_float(tfields[k].type) and _is_num(v):
-            v = float(v)
-        elif k == "betas":
-            v = [float(b) for b in v]
-        elif k == "milestones":
-            v = list(v)
-        out[k] = v
+        ok, value = _training_value(k, v, join(path, k), ctx, tfields)
+        if ok:
+            out[k] = value
     for key, msg in check_extras(out):
         ctx.err(join(path, key), msg)
     if len(ctx.errors) > n0:
@@ -167,6 +146,35 @@ def training_section(node: Any, path: str, ctx: Ctx) -> dict[str, Any] | None:
         ctx.err(where, hit.group(2) if hit else str(e))
         return None
     return out
+
+
+def _training_value(
+    k: str, v: Any, where: str, ctx: Ctx, tfields: dict[str, Any]
+) -> tuple[bool, Any]:
+    """One training key checked by TrainConfig itself; (False, None) after an error."""
+    if k == "val_fraction":
+        return True, ranged(k, v, where, ctx)
+    if k in DATA_KEYS:
+        return True, v
+    raw = v
+    if k in ("betas", "milestones") and isinstance(v, list):
+        v = tuple(v)
+    try:
+        TrainConfig(**{k: v})
+    except ConfigError as e:
+        if f"TrainConfig.{k} " in str(e):
+            ctx.err(where, str(e).split(" is invalid: ", 1)[-1] + f", got {show(raw)}")
+            return False, None
+    except TypeError as e:
+        ctx.err(where, str(e))
+        return False, None
+    if _ann_is_float(tfields[k].type) and _is_num(v):
+        return True, float(v)
+    if k == "betas":
+        return True, [float(b) for b in v]
+    if k == "milestones":
+        return True, list(v)
+    return True, v
 
 
 _EVAL_KEYS = ("protocols", "eps", "norm", "n", "fast", "masking", "batch_size", "diagnostics")

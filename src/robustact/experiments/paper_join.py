@@ -2,7 +2,7 @@
 
 ``row_for_config`` finds the seed row a recipe cell reproduces (from the paper file's
 ``match:`` blocks, dotted cell-config paths); ``join_measured`` lines up
-``table | row | column | paper | seed protocol (ours) | adaptive (ours) | worst case | verdict``
+``table | row | column | paper | paper protocol (ours) | adaptive (ours) | worst case | verdict``
 with ``None`` (rendered "not run") where we have no number.
 """
 
@@ -114,7 +114,7 @@ def no_row_reason(
 
 @dataclass(frozen=True)
 class JoinedRow:
-    """One line of ``table | row | column | paper | seed protocol | adaptive | worst | verdict``.
+    """One line of ``table | row | column | paper | paper protocol | adaptive | worst | verdict``.
 
     Accuracies are fractions in [0, 1]; None where there is no number (render as "not run").
     """
@@ -174,7 +174,7 @@ def join_measured(
 
     Every paper number gets a line (measured None where not run); measured keys the paper has
     no number for get a line with ``paper=None``. ``worst_case`` defaults to the smaller of the
-    seed-protocol and adaptive accuracies (a lower bound on the per-point worst case; pass the
+    paper-protocol and adaptive accuracies (a lower bound on the per-point worst case; pass the
     per-point value when you have it). Order: the paper's, then the extra measured keys sorted.
 
     Raises:
@@ -218,7 +218,7 @@ JOIN_HEADER = (
     "row",
     "column",
     "paper",
-    "seed protocol (ours)",
+    "paper protocol (ours)",
     "adaptive (ours)",
     "worst case",
     "verdict",

@@ -15,8 +15,8 @@ import json
 import math
 import numbers
 import os
+import secrets
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,17 +235,21 @@ def columns_of(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Writes `text` (UTF-8) to `path` via a temp file in the same folder and os.replace."""
+    """Writes `text` (UTF-8) to `path` via a temp file in the same folder and os.replace.
+
+    The file gets ``0666 & ~umask``, as any file the user creates: the temp file is opened
+    with mode 0666 and the kernel applies the umask (``mkstemp`` would force 0600, and a
+    fixed chmod would ignore a umask of 077 or 002).
+    """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp creates 0600; reports and exports are meant to be shared like any file.
-        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

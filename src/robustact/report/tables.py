@@ -17,11 +17,12 @@ import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robustact.stats import MethodComparison, compare_methods, rank_matrix
+if TYPE_CHECKING:  # imported where used: ranks and statistics need scipy (``report`` extra)
+    from robustact.stats import MethodComparison
 
 #: Column headers for well-known record keys (anything else: "cfg." stripped, capitalised).
 HEADERS = {"eps": "ε", "norm": "Norm", "attack": "Attack", "protocol": "Protocol",
@@ -158,6 +159,8 @@ def rank_table(p: Pivot, *, higher_is_better: bool = True) -> RankTable:
     if k == 1:
         ranks = np.ones_like(vals)
     else:
+        from robustact.stats import rank_matrix
+
         # stats.rank_matrix wants >= 2 rows; ranking a duplicated single row is the same.
         ranks = rank_matrix(np.vstack([vals, vals])[: max(n, 2)], higher_is_better=higher_is_better)
         ranks = ranks[:n]
@@ -184,6 +187,8 @@ def comparison(table: RankTable, alpha: float = 0.05) -> MethodComparison | None
     n, k = table.pivot.values.shape
     if n < 2 or k < 2:
         return None
+    from robustact.stats import compare_methods
+
     return compare_methods(
         table.pivot.values, table.pivot.methods, alpha, higher_is_better=table.higher_is_better
     )
