@@ -382,13 +382,35 @@ def hand_scores(
     ``single``: a point is robust when the clean point and every attack's point are
     classified correctly in one forward pass each (the runner's counting rule);
     ``expected``: per point the lowest expected correctness (over ``passes`` passes) of
-    its clean and attacked points. Deterministic models give the same number twice."""
+    its clean and attacked points; ``vote``: a point is robust when its label wins the
+    plurality vote of ``passes`` passes at the clean and at every attacked point (the rule
+    robustact's evaluation uses on random models). Deterministic models give one number
+    three times."""
     with torch.no_grad():
         single = net(x).argmax(1) == y
         for xa in advs.values():
             single &= net(xa).argmax(1) == y
-    exp = torch.stack([correct_prob(net, xa, y, passes) for xa in (x, *advs.values())]).amin(0)
-    return {"single": float(single.float().mean()), "expected": float(exp.mean())}
+    probs = [correct_prob(net, xa, y, passes) for xa in (x, *advs.values())]
+    exp = torch.stack(probs).amin(0)
+    vote = torch.stack([vote_correct(net, xa, y, passes) for xa in (x, *advs.values())])
+    return {
+        "single": float(single.float().mean()),
+        "expected": float(exp.mean()),
+        "vote": float(vote.all(0).float().mean()),
+    }
+
+
+def vote_correct(model: nn.Module, x: Tensor, y: Tensor, passes: int) -> Tensor:
+    """bool (N,): the label wins the plurality vote of ``passes`` forward passes (a tie
+    with another class counts as wrong): the rule robustact documents for random models."""
+    with torch.no_grad():
+        z = model(x)
+        counts = F.one_hot(z.argmax(1), z.shape[1]).float()
+        for _ in range(passes - 1):
+            counts += F.one_hot(model(x).argmax(1), z.shape[1]).float()
+    mine = counts.gather(1, y[:, None]).squeeze(1)
+    others = counts.scatter(1, y[:, None], -1.0).amax(1)
+    return mine > others
 
 
 def robustact_advs(
@@ -429,7 +451,8 @@ def run_member(
     # a random model's single-pass numbers differ by several pp from draw to draw: score
     # robustact's adaptive attacks exactly as the hand attacks (expected correctness)
     ours = robustact_advs(net, x, y, eps, fast) if m.stochastic else {}
-    expected = hand_scores(net, ours, x, y, passes)["expected"] if ours else res.robust_accuracy
+    scored = hand_scores(net, ours, x, y, passes) if ours else {}
+    expected = scored.get("expected", res.robust_accuracy)
     rep = masking_report(net, x, y, eps=eps, fast=fast, seed=0)
     per_attack = {a.label: a.n_fooled for a in res.attacks}
     esc = next((a.describe for a in res.attacks if a.label == "Escalation"), {})
@@ -441,6 +464,8 @@ def run_member(
         "hand_expected": hand["expected"],
         "adaptive": float(res.robust_accuracy),
         "adaptive_expected": float(expected),
+        "hand_vote": hand["vote"],
+        "adaptive_vote": float(scored.get("vote", res.robust_accuracy)),
         "verdict": rep.verdict,
         "reason": rep.reason,
         "found_per_attack": per_attack,
