@@ -78,6 +78,86 @@ class Scale(nn.Module):
         return x * self.factor
 
 
+class BitDepth(nn.Module):
+    """Bit-depth reduction ``floor(x * 2**bits) / 2**bits`` (Xu et al. 2018 feature squeezing)."""
+
+    def __init__(self, bits: int = 2) -> None:
+        super().__init__()
+        self.levels = 2**bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.floor(x * self.levels).clamp(max=self.levels - 1) / (self.levels - 1)
+
+
+def median3(x: Tensor) -> Tensor:
+    """3x3 median filter with replicate padding, (N, C, H, W) -> same shape."""
+    n, c, h, w = x.shape
+    patches = F.unfold(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3)  # (N, C*9, H*W)
+    return patches.view(n, c, 9, h * w).median(dim=2).values.view(n, c, h, w)
+
+
+class MedianQuant(nn.Module):
+    """A 3x3 median filter followed by rounding to ``k`` levels (no useful gradient)."""
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.round(median3(x) * self.k) / self.k
+
+
+class ResizePad(nn.Module):
+    """Random resize (nearest) to ``8..out`` pixels and random zero padding to ``out``
+    (Xie et al. 2018), in train and eval mode; (N, C, 8, 8) -> (N, C, out, out)."""
+
+    def __init__(self, out: int = 10) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = int(torch.randint(x.shape[-1], self.out + 1, ()))
+        z = F.interpolate(x, size=(size, size), mode="nearest")
+        left, top = (int(torch.randint(0, self.out - size + 1, ())) for _ in range(2))
+        return F.pad(z, (left, self.out - size - left, top, self.out - size - top))
+
+
+class InputDropout(nn.Module):
+    """Drops each input pixel with probability ``p`` (no rescaling), in train and eval mode."""
+
+    def __init__(self, p: float = 0.3) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype)
+
+
+class Thermometer(nn.Module):
+    """Thermometer encoding (Buckman et al. 2018): ``levels`` channels ``x > (i + 0.5) /
+    levels`` per input channel; (N, C, H, W) -> (N, C * levels, H, W), zero gradient."""
+
+    def __init__(self, levels: int = 8) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def thresholds(self, x: Tensor) -> Tensor:
+        t = (torch.arange(self.levels, dtype=x.dtype, device=x.device) + 0.5) / self.levels
+        return t.view(1, 1, -1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        code = (x.unsqueeze(2) > self.thresholds(x)).to(x.dtype)
+        return code.flatten(1, 2)
+
+
+class Sign(nn.Module):
+    """A sign activation; trained with a straight-through gradient, exact sign in eval mode."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = torch.sign(x)
+        return x + (s - x).detach() if self.training else s
+
+
 def mlp(
     act: Callable[[], nn.Module],
     act2: Callable[[], nn.Module] | None = None,
@@ -265,6 +345,43 @@ def _swap_kwta(m: nn.Module) -> nn.Module | None:
     return _STCap(m) if isinstance(m, KWTA) else None  # backward as ReLU: all units pass
 
 
+def _swap_bitdepth(m: nn.Module) -> nn.Module | None:
+    return _STIdentity(m) if isinstance(m, BitDepth | Sign) else None
+
+
+class _STMedian(nn.Module):
+    """Forward: the median-and-round defence; backward: the median's own gradient."""
+
+    def __init__(self, inner: MedianQuant) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        med = median3(x)
+        return self.inner(x).detach() + (med - med.detach())
+
+
+def _swap_median(m: nn.Module) -> nn.Module | None:
+    return _STMedian(m) if isinstance(m, MedianQuant) else None
+
+
+class _SoftThermometer(nn.Module):
+    """Forward: the thermometer code; backward: sigmoid((x - t) * levels * 4) per level."""
+
+    def __init__(self, inner: Thermometer) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.inner.thresholds(x)
+        soft = torch.sigmoid((x.unsqueeze(2) - t) * 4 * self.inner.levels).flatten(1, 2)
+        return self.inner(x).detach() + (soft - soft.detach())
+
+
+def _swap_thermometer(m: nn.Module) -> nn.Module | None:
+    return _SoftThermometer(m) if isinstance(m, Thermometer) else None
+
+
 def _unscale(m: nn.Module) -> nn.Module | None:
     return nn.Identity() if isinstance(m, Scale) else None
 
@@ -282,6 +399,7 @@ class Member:
     adv_train: bool = False
     penalty: float = 0.0
     surrogates: tuple[Callable[[nn.Module], nn.Module | None], ...] = ()
+    train_scaled: bool = False  # train with the logit scale in place (a temperature)
 
 
 def zoo() -> list[Member]:
@@ -338,14 +456,69 @@ def zoo() -> list[Member]:
             stochastic=True,
             surrogates=(_swap_brelu,),
         ),
+        *unseen(),
+    ]
+
+
+def unseen() -> list[Member]:
+    """Defences added after robustact's adaptive path was written, as a check that it
+    generalises: bit-depth reduction, median filter + rounding, random resize-and-pad,
+    input dropout, thermometer encoding, a sign activation, a temperature of 1000 in
+    training and test."""
+    return [
+        Member(
+            "bit-depth",
+            lambda: nn.Sequential(BitDepth(2), *mlp(nn.ReLU)),
+            masking=True,
+            surrogates=(_swap_bitdepth,),
+        ),
+        Member(
+            "median-round",
+            lambda: nn.Sequential(MedianQuant(4), *mlp(nn.ReLU)),
+            masking=True,
+            surrogates=(_swap_median,),
+        ),
+        Member(
+            "resize-pad",
+            lambda: nn.Sequential(ResizePad(9), *mlp(nn.ReLU, d=81)),
+            masking=True,
+            stochastic=True,
+            epochs_factor=2.0,
+        ),
+        Member(
+            "input-dropout",
+            lambda: nn.Sequential(InputDropout(0.2), *mlp(nn.ReLU)),
+            masking=True,
+            stochastic=True,
+        ),
+        Member(
+            "thermometer",
+            lambda: nn.Sequential(Thermometer(8), *mlp(nn.ReLU, d=64 * 8)),
+            masking=True,
+            surrogates=(_swap_thermometer,),
+        ),
+        Member(
+            "sign-act",
+            lambda: mlp(nn.ReLU, Sign),
+            masking=True,
+            surrogates=(_swap_bitdepth,),
+        ),
+        Member(
+            "temperature",
+            lambda: nn.Sequential(*mlp(nn.ReLU), Scale(1000.0)),
+            masking=True,
+            train_scaled=True,
+        ),
     ]
 
 
 def build_trained(m: Member, x: Tensor, y: Tensor, epochs: int, eps: float) -> nn.Sequential:
-    """Build ``m`` and train it (a saturated-logits model is trained before its scale)."""
+    """Build ``m`` and train it (a saturated-logits model is trained before its scale,
+    a temperature model with it)."""
     torch.manual_seed(0)
     net = m.build()
-    body = nn.Sequential(*[layer for layer in net if not isinstance(layer, Scale)])
+    keep = m.train_scaled
+    body = nn.Sequential(*[layer for layer in net if keep or not isinstance(layer, Scale)])
     e = max(1, int(epochs * m.epochs_factor))
     train(body, x, y, epochs=e, adv_eps=eps if m.adv_train else 0.0, penalty=m.penalty)
     return net.eval()
