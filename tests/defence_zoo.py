@@ -79,6 +79,86 @@ class Scale(nn.Module):
         return x * self.factor
 
 
+class BitDepth(nn.Module):
+    """Bit-depth reduction ``floor(x * 2**bits) / 2**bits`` (Xu et al. 2018 feature squeezing)."""
+
+    def __init__(self, bits: int = 2) -> None:
+        super().__init__()
+        self.levels = 2**bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.floor(x * self.levels).clamp(max=self.levels - 1) / (self.levels - 1)
+
+
+def median3(x: Tensor) -> Tensor:
+    """3x3 median filter with replicate padding, (N, C, H, W) -> same shape."""
+    n, c, h, w = x.shape
+    patches = F.unfold(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3)  # (N, C*9, H*W)
+    return patches.view(n, c, 9, h * w).median(dim=2).values.view(n, c, h, w)
+
+
+class MedianQuant(nn.Module):
+    """A 3x3 median filter followed by rounding to ``k`` levels (no useful gradient)."""
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.round(median3(x) * self.k) / self.k
+
+
+class ResizePad(nn.Module):
+    """Random resize (nearest) to ``8..out`` pixels and random zero padding to ``out``
+    (Xie et al. 2018), in train and eval mode; (N, C, 8, 8) -> (N, C, out, out)."""
+
+    def __init__(self, out: int = 10) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = int(torch.randint(x.shape[-1], self.out + 1, ()))
+        z = F.interpolate(x, size=(size, size), mode="nearest")
+        left, top = (int(torch.randint(0, self.out - size + 1, ())) for _ in range(2))
+        return F.pad(z, (left, self.out - size - left, top, self.out - size - top))
+
+
+class InputDropout(nn.Module):
+    """Drops each input pixel with probability ``p`` (no rescaling), in train and eval mode."""
+
+    def __init__(self, p: float = 0.3) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype)
+
+
+class Thermometer(nn.Module):
+    """Thermometer encoding (Buckman et al. 2018): ``levels`` channels ``x > (i + 0.5) /
+    levels`` per input channel; (N, C, H, W) -> (N, C * levels, H, W), zero gradient."""
+
+    def __init__(self, levels: int = 8) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def thresholds(self, x: Tensor) -> Tensor:
+        t = (torch.arange(self.levels, dtype=x.dtype, device=x.device) + 0.5) / self.levels
+        return t.view(1, 1, -1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        code = (x.unsqueeze(2) > self.thresholds(x)).to(x.dtype)
+        return code.flatten(1, 2)
+
+
+class Sign(nn.Module):
+    """A sign activation; trained with a straight-through gradient, exact sign in eval mode."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = torch.sign(x)
+        return x + (s - x).detach() if self.training else s
+
+
 def mlp(
     act: Callable[[], nn.Module],
     act2: Callable[[], nn.Module] | None = None,
@@ -266,6 +346,43 @@ def _swap_kwta(m: nn.Module) -> nn.Module | None:
     return _STCap(m) if isinstance(m, KWTA) else None  # backward as ReLU: all units pass
 
 
+def _swap_bitdepth(m: nn.Module) -> nn.Module | None:
+    return _STIdentity(m) if isinstance(m, BitDepth | Sign) else None
+
+
+class _STMedian(nn.Module):
+    """Forward: the median-and-round defence; backward: the median's own gradient."""
+
+    def __init__(self, inner: MedianQuant) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        med = median3(x)
+        return self.inner(x).detach() + (med - med.detach())
+
+
+def _swap_median(m: nn.Module) -> nn.Module | None:
+    return _STMedian(m) if isinstance(m, MedianQuant) else None
+
+
+class _SoftThermometer(nn.Module):
+    """Forward: the thermometer code; backward: sigmoid((x - t) * levels * 4) per level."""
+
+    def __init__(self, inner: Thermometer) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.inner.thresholds(x)
+        soft = torch.sigmoid((x.unsqueeze(2) - t) * 4 * self.inner.levels).flatten(1, 2)
+        return self.inner(x).detach() + (soft - soft.detach())
+
+
+def _swap_thermometer(m: nn.Module) -> nn.Module | None:
+    return _SoftThermometer(m) if isinstance(m, Thermometer) else None
+
+
 def _unscale(m: nn.Module) -> nn.Module | None:
     return nn.Identity() if isinstance(m, Scale) else None
 
@@ -283,6 +400,7 @@ class Member:
     adv_train: bool = False
     penalty: float = 0.0
     surrogates: tuple[Callable[[nn.Module], nn.Module | None], ...] = ()
+    train_scaled: bool = False  # train with the logit scale in place (a temperature)
 
 
 def zoo() -> list[Member]:
@@ -339,14 +457,69 @@ def zoo() -> list[Member]:
             stochastic=True,
             surrogates=(_swap_brelu,),
         ),
+        *unseen(),
+    ]
+
+
+def unseen() -> list[Member]:
+    """Defences added after robustact's adaptive path was written, as a check that it
+    generalises: bit-depth reduction, median filter + rounding, random resize-and-pad,
+    input dropout, thermometer encoding, a sign activation, a temperature of 1000 in
+    training and test."""
+    return [
+        Member(
+            "bit-depth",
+            lambda: nn.Sequential(BitDepth(2), *mlp(nn.ReLU)),
+            masking=True,
+            surrogates=(_swap_bitdepth,),
+        ),
+        Member(
+            "median-round",
+            lambda: nn.Sequential(MedianQuant(4), *mlp(nn.ReLU)),
+            masking=True,
+            surrogates=(_swap_median,),
+        ),
+        Member(
+            "resize-pad",
+            lambda: nn.Sequential(ResizePad(9), *mlp(nn.ReLU, d=81)),
+            masking=True,
+            stochastic=True,
+            epochs_factor=2.0,
+        ),
+        Member(
+            "input-dropout",
+            lambda: nn.Sequential(InputDropout(0.2), *mlp(nn.ReLU)),
+            masking=True,
+            stochastic=True,
+        ),
+        Member(
+            "thermometer",
+            lambda: nn.Sequential(Thermometer(8), *mlp(nn.ReLU, d=64 * 8)),
+            masking=True,
+            surrogates=(_swap_thermometer,),
+        ),
+        Member(
+            "sign-act",
+            lambda: mlp(nn.ReLU, Sign),
+            masking=True,
+            surrogates=(_swap_bitdepth,),
+        ),
+        Member(
+            "temperature",
+            lambda: nn.Sequential(*mlp(nn.ReLU), Scale(1000.0)),
+            masking=True,
+            train_scaled=True,
+        ),
     ]
 
 
 def build_trained(m: Member, x: Tensor, y: Tensor, epochs: int, eps: float) -> nn.Sequential:
-    """Build ``m`` and train it (a saturated-logits model is trained before its scale)."""
+    """Build ``m`` and train it (a saturated-logits model is trained before its scale,
+    a temperature model with it)."""
     torch.manual_seed(0)
     net = m.build()
-    body = nn.Sequential(*[layer for layer in net if not isinstance(layer, Scale)])
+    keep = m.train_scaled
+    body = nn.Sequential(*[layer for layer in net if keep or not isinstance(layer, Scale)])
     e = max(1, int(epochs * m.epochs_factor))
     train(body, x, y, epochs=e, adv_eps=eps if m.adv_train else 0.0, penalty=m.penalty)
     return net.eval()
@@ -383,13 +556,35 @@ def hand_scores(
     ``single``: a point is robust when the clean point and every attack's point are
     classified correctly in one forward pass each (the runner's counting rule);
     ``expected``: per point the lowest expected correctness (over ``passes`` passes) of
-    its clean and attacked points. Deterministic models give the same number twice."""
+    its clean and attacked points; ``vote``: a point is robust when its label wins the
+    plurality vote of ``passes`` passes at the clean and at every attacked point (the rule
+    robustact's evaluation uses on random models). Deterministic models give one number
+    three times."""
     with torch.no_grad():
         single = net(x).argmax(1) == y
         for xa in advs.values():
             single &= net(xa).argmax(1) == y
-    exp = torch.stack([correct_prob(net, xa, y, passes) for xa in (x, *advs.values())]).amin(0)
-    return {"single": float(single.float().mean()), "expected": float(exp.mean())}
+    probs = [correct_prob(net, xa, y, passes) for xa in (x, *advs.values())]
+    exp = torch.stack(probs).amin(0)
+    vote = torch.stack([vote_correct(net, xa, y, passes) for xa in (x, *advs.values())])
+    return {
+        "single": float(single.float().mean()),
+        "expected": float(exp.mean()),
+        "vote": float(vote.all(0).float().mean()),
+    }
+
+
+def vote_correct(model: nn.Module, x: Tensor, y: Tensor, passes: int) -> Tensor:
+    """bool (N,): the label wins the plurality vote of ``passes`` forward passes (a tie
+    with another class counts as wrong): the rule robustact documents for random models."""
+    with torch.no_grad():
+        z = model(x)
+        counts = F.one_hot(z.argmax(1), z.shape[1]).float()
+        for _ in range(passes - 1):
+            counts += F.one_hot(model(x).argmax(1), z.shape[1]).float()
+    mine = counts.gather(1, y[:, None]).squeeze(1)
+    others = counts.scatter(1, y[:, None], -1.0).amax(1)
+    return mine > others
 
 
 def robustact_advs(
@@ -430,7 +625,8 @@ def run_member(
     # a random model's single-pass numbers differ by several pp from draw to draw: score
     # robustact's adaptive attacks exactly as the hand attacks (expected correctness)
     ours = robustact_advs(net, x, y, eps, fast) if m.stochastic else {}
-    expected = hand_scores(net, ours, x, y, passes)["expected"] if ours else res.robust_accuracy
+    scored = hand_scores(net, ours, x, y, passes) if ours else {}
+    expected = scored.get("expected", res.robust_accuracy)
     rep = masking_report(net, x, y, eps=eps, fast=fast, seed=0)
     per_attack = {a.label: a.n_fooled for a in res.attacks}
     esc = next((a.describe for a in res.attacks if a.label == "Escalation"), {})
@@ -442,6 +638,8 @@ def run_member(
         "hand_expected": hand["expected"],
         "adaptive": float(res.robust_accuracy),
         "adaptive_expected": float(expected),
+        "hand_vote": hand["vote"],
+        "adaptive_vote": float(scored.get("vote", res.robust_accuracy)),
         "verdict": rep.verdict,
         "reason": rep.reason,
         "found_per_attack": per_attack,

@@ -94,6 +94,12 @@ def ascent(
         iterate for fooled points; queries counts the model evaluations (gradient passes
         and the final forward pass) each point took.
     """
+    if eot > 1:  # a random model: the full budget on every point (attacks/stochastic.py)
+        from robustact.attacks.stochastic import eot_ascent
+
+        return eot_ascent(attack, model, x, y, x_start, loss_fn=loss_fn, steps=steps,
+                          step_size=step_size, momentum=momentum, schedule=schedule,
+                          eot=eot, target=target)  # fmt: skip
     threat = attack.threat
     out = x_start.clone()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)

@@ -1,8 +1,8 @@
 """The ``robustact`` command line.
 
-Sub-commands: ``demo``, ``train``, ``attack``, ``evaluate``, ``diagnose``, ``run``,
-``report``, ``list`` and ``completion``; each has ``--help``. Every user error ends in one
-line on stderr
+Sub-commands: ``demo``, ``train``, ``attack``, ``evaluate``, ``diagnose``, ``certify``,
+``run``, ``report``, ``list`` and ``completion``; each has ``--help``. Every user error ends
+in one line on stderr
 and exit code 2 (``--debug`` shows the traceback): bad options, specs and data, unusable
 store files, a diverging training, and output paths that cannot be written (checked before
 the command starts its work); an unexpected failure is one line with exit code 1.
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from robustact import __version__
-from robustact.cli import _attack, _completion, _evaluate, _run, _train
+from robustact.cli import _attack, _certify, _completion, _evaluate, _run, _train
 from robustact.cli._common import CLIError, OneLineParser, check_output_paths, resolve_device
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train.add_parser(sub)
     _attack.add_parser(sub)
     _evaluate.add_parsers(sub)
+    _certify.add_parser(sub)
     _run.add_parsers(sub)
     _completion.add_parser(sub)
     return p

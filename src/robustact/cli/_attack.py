@@ -127,7 +127,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     result = {
         "clean_accuracy": clean, "adversarial_accuracy": robust, "success_rate": success,
         "mean_linf": float(delta.abs().amax(1).mean()), "mean_l2": float(delta.norm(dim=1).mean()),
-        "n": n, "seconds": seconds, "stochastic_model": is_stochastic(model),
+        "n": n, "seconds": seconds, "stochastic_model": is_stochastic(model, x[:64]),
     }  # fmt: skip
     con = console(stderr=is_stdout(getattr(args, "json", None)))
     con.print(f"{args.attack} {norm} eps={args.eps:g}" + (" +BPDA" if args.bpda else "")

@@ -18,6 +18,7 @@ from robustact.cli._args import (
     protocol_name,
     write_json_or_stdout,
 )
+from robustact.cli._certify import evaluate_interval, print_interval
 from robustact.cli._common import (
     CLIError,
     add_data_options,
@@ -71,6 +72,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--masking-n", type=int, default=200, help="points for the masking report (200)")
     p.add_argument("--brief", action="store_true", help="only the side-by-side summary")
     p.add_argument("--json", help="write every result here (.json; - for stdout)")
+    p.add_argument(
+        "--certify",
+        default="auto",
+        choices=("auto", "crown", "ibp", "none"),
+        help="certified lower bound beside the attacked accuracy (auto: CROWN without "
+        "convolutions, IBP with them; only for feed-forward models robustact can bound)",
+    )
     p.add_argument(
         "--robustbench",
         metavar="FILE",
@@ -197,6 +205,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             con.print(rep.to_table())
     for eps, rep in masking.items():
         con.print(f"masking verdict at eps={eps:g}: {rep.verdict.upper()} ({rep.reason})")
+    interval = evaluate_interval(model, x, y, suite.evaluations, args.certify)
+    print_interval(con, interval)
     if args.robustbench:
         _write_robustbench(args, suite, meta, data_desc)
     if args.json:
@@ -204,6 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_json_or_stdout(args.json, {
             "checkpoint": str(ckpt), "data": data_desc, "evaluations": d["evaluations"],
             "masking": d["masking"], "rows": _json_rows(suite, meta, data_desc),
+            "certified": interval,
         })  # fmt: skip
     return 0
 
