@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,11 @@ def test_evaluate_reports_the_interval(
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["relu", "srelu", "drelu", "cnn"])
 def test_certified_never_above_attacked(kind: str, digits: tuple) -> None:
-    acts = {"relu": nn.ReLU, "srelu": lambda: SReLU(1.0), "drelu": lambda: DReLU(32, init_max=1.0)}
+    acts: dict[str, Callable[[], nn.Module]] = {
+        "relu": nn.ReLU,
+        "srelu": lambda: SReLU(1.0),
+        "drelu": lambda: DReLU(32, init_max=1.0),
+    }
     torch.manual_seed(0)
     if kind == "cnn":
         net: nn.Module = nn.Sequential(

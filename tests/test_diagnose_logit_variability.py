@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -36,7 +38,7 @@ def test_stochastic_model_varies_and_deterministic_one_does_not() -> None:
 
 
 def test_spec_accepts_its_options() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "name": "t",
         "grid": {"datasets": ["digits"], "models": ["mlp_general"]},
         "evaluation": {"eps": [0.1], "diagnostics": [{"name": "logit_variability", "runs": 3}]},

@@ -5,6 +5,8 @@ activation a module surgery can find."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 import torch
 
@@ -46,9 +48,9 @@ def test_inception_imagenet_stem_and_stem_strides() -> None:
     # the CIFAR stem keeps 32x32 through the stem; the ImageNet stem divides by 8 (and more)
     cifar = create_model("inception_v3", num_classes=3).eval()
     with torch.no_grad():
-        assert cifar.stem(torch.rand(1, 3, 32, 32)).shape == (1, 192, 32, 32)
-        assert m.stem(torch.rand(1, 3, 299, 299)).shape == (1, 192, 35, 35)
+        assert cast(Any, cifar).stem(torch.rand(1, 3, 32, 32)).shape == (1, 192, 32, 32)
+        assert cast(Any, m).stem(torch.rand(1, 3, 299, 299)).shape == (1, 192, 35, 35)
     b0 = create_model("efficientnet_b0", num_classes=3, stem_stride=2)
-    assert b0.stem[0].stride == (2, 2)
+    assert cast(Any, b0).stem[0].stride == (2, 2)
     with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
         create_model("efficientnet_b0", stem_stride=3)

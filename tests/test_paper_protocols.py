@@ -34,6 +34,7 @@ def test_paper_protocol_steps_follow_the_seeds() -> None:
     assert isinstance(pgd, PaperPGD) and pgd.steps == 10 and pgd.step_size == pytest.approx(0.01)
     assert not p.cascade and p.eot_samples == 1
     b = get_protocol("seed-brelu", eps=0.0314).entries[1].build(nn.Linear(2, 2), 0.0314, "Linf")
+    assert isinstance(b, PaperPGD)
     assert b.steps == 20 and b.step_size == pytest.approx(0.00785)
 
 
