@@ -93,7 +93,7 @@ def test_named_protocols_and_fast_label() -> None:
     assert not seed.cascade and not any(e.bpda for e in seed.entries)
     ad = get_protocol("adaptive", eps=0.1, fast=True)
     assert ad.fast and ad.cascade and all(e.eot == "auto" for e in ad.entries)
-    assert "FAST" in str(ad)
+    assert "QUICK" in str(ad)
     # gradient-free entries (Square, the escalation) need no BPDA
     assert all(e.bpda for e in ad.entries if e.attack != "square" and e.label != "Escalation")
     json.dumps(ad.describe())

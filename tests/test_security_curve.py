@@ -128,7 +128,7 @@ def test_autoattack_protocols_are_the_official_lists() -> None:
     assert [e.attack for e in rand.entries] == ["apgd", "apgd"]
     assert all(e.eot == 20 for e in rand.entries)
     fast = get_protocol("autoattack", eps=0.1, fast=True)
-    assert fast.fast and "FAST" in str(fast)
+    assert fast.fast and "QUICK" in str(fast)
 
 
 def test_robustbench_entry(digits: Digits, digits_mlp: nn.Module) -> None:
