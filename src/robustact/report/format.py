@@ -30,6 +30,8 @@ __all__ = [
     "pct",
     "pct_ci",
     "pp",
+    "precision_note",
+    "protocol_title",
     "wilson",
 ]
 
@@ -123,3 +125,22 @@ def is_proportion(metric: str, values: Iterable[float | None]) -> bool:
     if metric not in PROPORTION_METRICS:
         return False
     return all(0.0 <= float(v) <= 1.0 for v in values if _finite(v))  # type: ignore[arg-type]
+
+
+def protocol_title(protocol: str) -> str:
+    """How a protocol id reads in a report: "seed" (the source papers' evaluation) is the
+    "paper protocol", other ids keep their name (``"adaptive protocol"``)."""
+    return "paper protocol" if protocol == "seed" else f"{protocol} protocol"
+
+
+def precision_note(values: Iterable[float | None], counts: Iterable[int | None]) -> str:
+    """One sentence on n and the widest 95 % interval of a table's accuracies:
+    ``"n = 359 test points; 95 % Wilson intervals at most ±5.2 pp."`` (``""`` without n)."""
+    pairs = [(v, n) for v, n in zip(values, counts, strict=True) if n is not None]
+    if not pairs:
+        return ""
+    ns = sorted({int(n) for _, n in pairs})
+    widths = [w for w in (half_width(v, n) for v, n in pairs) if w is not None]
+    n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
+    tail = f"; 95 % {CI_METHOD} intervals at most ±{100 * max(widths):.1f} pp" if widths else ""
+    return f"{n_text} test points{tail}."
