@@ -287,8 +287,11 @@ def build_report(
 
     counts = point_counts(results, rows, method_key=mkey, group_keys=groups, metric=metric)
     percent = is_proportion(metric, [r.get("value") for r in results if r.get("metric") == metric])
-    tables = [replace(pt, percent=percent, note=_note(results, pt.protocol, metric))
-              for pt in tables]  # fmt: skip
+    tables = [
+        replace(pt, percent=percent, note=_note(results, pt.protocol, metric),
+                caption=_with_unit(pt.caption, metric, percent))
+        for pt in tables
+    ]  # fmt: skip
     figs: dict[str, Figure] = {}
     fig_notes: list[str] = []
     if "html" in formats:
@@ -301,6 +304,13 @@ def build_report(
     page = _Page(title, meta, notes, rows, groups, tables, figs, dpi,
                  headline(rows, counts, groups), mkey, fig_notes)  # fmt: skip
     return _write(page, records, Path(out_dir), formats)
+
+
+def _with_unit(caption: str, metric: str, percent: bool) -> str:
+    """``"accuracy (%) under ..."`` when the table shows percentages."""
+    if percent and caption.startswith(metric):
+        return f"{metric} (%){caption[len(metric) :]}"
+    return caption
 
 
 def _note(results: Sequence[Mapping[str, Any]], protocol: str, metric: str) -> str:
@@ -357,7 +367,7 @@ def _figures(
             figs[name] = plot_accuracy_vs_lambda(ser)
     for pt in tables:
         if comparison(pt.table, alpha) is not None:
-            figs[f"Critical difference, {pt.protocol} protocol"] = plot_cd_diagram(
+            figs[f"Critical difference, {protocol_title(pt.protocol)}"] = plot_cd_diagram(
                 pt.table, alpha=alpha
             )
     return figs
@@ -393,8 +403,9 @@ def _write(
         if page.headline is not None:
             md += ["## Paper protocol vs adaptive protocol", "", headline_markdown(page.headline)]
         for pt in tables:
-            caption = markdown_escape(pt.caption + (f" ({pt.note})" if pt.note else ""))
-            md += [f"## {markdown_escape(protocol_title(pt.protocol))}", "", caption, ""]
+            caption = markdown_escape(pt.caption + (f". {pt.note}" if pt.note else ""))
+            name = protocol_title(pt.protocol)
+            md += [f"## {markdown_escape(name[:1].upper() + name[1:])}", "", caption, ""]
             md += [to_markdown(pt.table, percent=pt.percent), "```text", pt.stats, "```", ""]
         md += [f"> {markdown_escape(n)}" for n in notes]
         written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")

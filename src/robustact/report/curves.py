@@ -36,13 +36,15 @@ _PGD_K = re.compile(r"^PGD-(\d+)$")
 @dataclass(frozen=True)
 class Curve:
     """One line: ``xs`` (eps or steps), ``ys`` (accuracy fractions, seeds averaged), ``n``
-    (test points behind each value, None when unknown) and a dashed flag."""
+    (test points behind each value, None when unknown), a dashed flag and ``color``: lines
+    with the same colour key share a colour in every panel (default: the label)."""
 
     label: str
     xs: list[float]
     ys: list[float]
     n: int | None = None
     dashed: bool = False
+    color: str = ""
 
 
 Curves = dict[str, list[Curve]]
@@ -55,6 +57,7 @@ class _Acc:
         self.pts: dict[str, dict[str, dict[float, list[float]]]] = {}
         self.n: dict[tuple[str, str], int] = {}
         self.dashed: set[tuple[str, str]] = set()
+        self.color: dict[str, str] = {}
 
     def add(self, model: str, line: str, x: float, y: float, n: Any = None) -> None:
         self.pts.setdefault(model, {}).setdefault(line, {}).setdefault(float(x), []).append(
@@ -71,7 +74,8 @@ class _Acc:
                     continue
                 xs = sorted(pts)
                 c = Curve(line, xs, [float(np.mean(pts[x])) for x in xs],
-                          self.n.get((model, line)), (model, line) in self.dashed)  # fmt: skip
+                          self.n.get((model, line)), (model, line) in self.dashed,
+                          self.color.get(line, line))  # fmt: skip
                 out.setdefault(model, []).append(c)
         # a model whose only line is the FGSM marker has no curve
         return {m: cs for m, cs in out.items() if any(not c.label.startswith("FGSM") for c in cs)}
@@ -150,19 +154,23 @@ def convergence_curves(
     for r in select(records, {"metric": "accuracy", "attack": "pgd_steps"}):
         if r.get("item") is None or r.get("eps") is None:
             continue
-        line = f"PGD, ε = {fmt_key(r['eps'])} (pgd_steps)"
+        line = f"PGD, ε = {fmt_key(r['eps'])} (pgd_steps diagnostic)"
+        acc.color[line] = f"ε = {fmt_key(r['eps'])}"
         acc.add(_model(r, method_key, group_keys), line, float(r["item"]), r["value"], r.get("n"))
+    with_diagnostic = set(acc.pts)  # the masking report's two PGD runs only where it is all
     for cid, model in _cells(records, method_key, group_keys).items():
-        for run in _by_eps((masking or {}).get(cid) or {}):
+        for run in _by_eps((masking or {}).get(cid) or {}) if model not in with_diagnostic else ():
             accs = run.get("accuracies") or {}
             eps = fmt_key(run.get("eps"))
             line = f"plain PGD, ε = {eps} (masking report)"
+            acc.color[line] = acc.color[f"FGSM (1 step), ε = {eps}"] = f"ε = {eps}"
+            acc.dashed.add((model, line))
             for label, v in accs.items():
                 m = _PGD_K.match(str(label))
                 if m and v is not None:
                     acc.add(model, line, float(m.group(1)), float(v), run.get("n"))
             if accs.get("FGSM") is not None and len(acc.pts.get(model, {}).get(line, {})) >= 2:
-                acc.add(model, f"FGSM, ε = {eps} (1 step)", 1.0, float(accs["FGSM"]), run.get("n"))
+                acc.add(model, f"FGSM (1 step), ε = {eps}", 1.0, float(accs["FGSM"]), run.get("n"))
     return acc.curves()
 
 
@@ -175,33 +183,56 @@ def plot_curves(
     n = len(curves)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.6 * cols, 2.9 * rows + 0.3))
+    fig = Figure(figsize=(3.6 * cols, 2.7 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    handles: dict[str, Any] = {}
+    keys = sorted({c.color or c.label for cs in curves.values() for c in cs}, key=_order)
+    colors = {k: f"C{i % 10}" for i, k in enumerate(keys)}
     for ax, (model, lines) in zip(axes, curves.items(), strict=False):
-        for i, c in enumerate(lines):
-            ys = [100.0 * y for y in c.ys]
-            label = c.label + (f", n={c.n}" if c.n else "")
-            if c.label.startswith("FGSM"):
-                ax.plot(c.xs, ys, "x", color="k", ms=7, label=label)
-                continue
-            ax.plot(c.xs, ys, marker="o", ms=3.5, linestyle="--" if c.dashed else "-",
-                    color=f"C{i % 10}", label=label)  # fmt: skip
-        if logx:
-            ax.set_xscale("log")
+        _panel(ax, lines, handles, colors, logx)
         ax.set_title(model, fontsize=8)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.set_ylim(-3, 103)
-        ax.grid(True, alpha=0.3)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy (%)", fontsize=8)
     for ax in axes[n:]:
         fig.delaxes(ax)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # one legend for all panels, under them: the lines are the same in every panel
+    fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=7,
+               ncol=min(len(handles), 3), frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0.0, 0.04 + 0.03 * math.ceil(len(handles) / 3) / rows, 1.0, 1.0))
     return fig
+
+
+def _order(key: str) -> tuple[int, str]:
+    """Paper protocol first, then adaptive, then the rest (legend and colour order)."""
+    return (0 if key.startswith("paper") else 1 if key.startswith("adaptive") else 2, key)
+
+
+def _panel(
+    ax: Any, lines: Sequence[Curve], handles: dict[str, Any], colors: Mapping[str, str],
+    logx: bool,
+) -> None:  # fmt: skip
+    """One model's lines; their handles are collected by label for the shared legend."""
+    for c in lines:
+        ys = [100.0 * y for y in c.ys]
+        label = c.label + (f", n = {c.n}" if c.n else "")
+        color = colors[c.color or c.label]
+        if c.label.startswith("FGSM"):
+            (h,) = ax.plot(c.xs, ys, "x", color=color, ms=7)
+        else:
+            (h,) = ax.plot(c.xs, ys, marker="o", ms=3.5, color=color,
+                           linestyle="--" if c.dashed else "-")  # fmt: skip
+        handles.setdefault(label, h)
+    if logx:
+        ax.set_xscale("log")
+        ticks = sorted({x for c in lines for x in c.xs})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
+    ax.set_ylim(-3, 103)
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelsize=7)
 
 
 SECURITY = "Security curve: accuracy vs ε, per model"
@@ -218,7 +249,8 @@ def curve_figures(
     """The two figures (caption -> Figure) and, for each that has no data, a note."""
     figs: dict[str, Figure] = {}
     notes: list[str] = []
-    kw: dict[str, Any] = {"method_key": method_key, "group_keys": group_keys}
+    varying = [k for k in group_keys if len({r.get(k) for r in records}) > 1]
+    kw: dict[str, Any] = {"method_key": method_key, "group_keys": varying}
     sec = security_curves(records, masking, **kw)
     if sec:
         figs[SECURITY] = plot_curves(sec, xlabel="ε")

@@ -123,12 +123,15 @@ def headline(
     return Headline(head, body, context)
 
 
-def caption(h: Headline) -> str:
-    """The sentence under the table: the shared values, units and the interval."""
+def caption(
+    h: Headline, interval: str = "under each accuracy its 95 % Wilson score interval"
+) -> str:
+    """The sentence under the table: the shared values, units and where the interval is
+    (``interval``: how the format shows it)."""
     shared = "; ".join(h.context)
     lead = f"{shared}. " if shared else ""
     return (
-        f"{lead}Accuracies in %, [95 % Wilson score interval]; paper protocol: the source "
+        f"{lead}Accuracies in %, {interval}; paper protocol: the source "
         "papers' attacks; adaptive: attacks aimed at masked gradients (BPDA, EOT, margin "
         "losses, gradient-free search); gap = paper protocol − adaptive in percentage points "
         "(large: the paper protocol overstates robustness)."
@@ -136,7 +139,7 @@ def caption(h: Headline) -> str:
 
 
 def headline_markdown(h: Headline) -> str:
-    """The table in GitHub Markdown, the interval in brackets after each accuracy."""
+    """The table in GitHub Markdown, the interval in parentheses after each accuracy."""
     lines = ["| " + " | ".join(markdown_escape(x) for x in h.head) + " |"]
     kinds = [c.kind for c in h.body[0]] if h.body else ["label"] * len(h.head)
     lines.append("|" + "".join("---:|" if k == "num" else "---|" for k in kinds))
@@ -146,7 +149,12 @@ def headline_markdown(h: Headline) -> str:
             if c.kind == "verdict":
                 text = c.text.upper() + (f" ({c.note})" if c.note else "")
             else:
-                text = c.text + (f" [{c.note}]" if c.note else "")
+                text = c.text + (f" ({c.note})" if c.note else "")
             cells.append(markdown_escape(text))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + markdown_escape(caption(h)) + "\n"
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + markdown_escape(caption(h, "(95 % Wilson score interval)"))
+        + "\n"
+    )

@@ -41,6 +41,7 @@ th, td { border-bottom: 1px solid #d0d7de; padding: 3px 7px; text-align: right;
          white-space: nowrap; }
 th { white-space: normal; overflow-wrap: break-word; vertical-align: bottom; }
 td.lab { white-space: normal; overflow-wrap: break-word; }
+table.ranks td.lab { white-space: nowrap; }
 th { background: #f6f8fa; border-top: 2px solid #57606a; }
 td.lab, th.lab { text-align: left; }
 tr.avg td { border-top: 2px solid #57606a; font-style: italic; }
@@ -63,7 +64,7 @@ td .ci { display: block; font-size: 11px; color: #57606a; }
   h1 { font-size: 18px; } h2 { font-size: 15px; margin-top: 16px; } h3 { font-size: 13px; }
   h2, h3, caption { break-after: avoid; }
   th, td { padding: 2px 4px; }
-  td { white-space: normal; }
+  td .ci { white-space: nowrap; }
   tr, figure, pre.stats { break-inside: avoid; }
   pre.stats { font-size: 10px; overflow-wrap: anywhere; }
   figure { display: block; margin: 8px 0; }
@@ -238,7 +239,8 @@ def render_html(
         parts.append('<h2>Rank tables</h2><div class="side">')
         for pt in protocol_tables:
             parts.append(f'<section data-protocol="{esc(pt.protocol)}">')
-            parts.append(f"<h3>{esc(protocol_title(pt.protocol))}</h3>")
+            name = protocol_title(pt.protocol)
+            parts.append(f"<h3>{esc(name[:1].upper() + name[1:])}</h3>")
             parts.append(
                 rank_table_html(pt.table, caption=pt.caption, percent=pt.percent, note=pt.note)
             )

@@ -396,6 +396,10 @@ PREAMBLE = r"""\documentclass[10pt]{article}
 \usepackage{booktabs}
 \usepackage{array}
 \usepackage{graphicx}
+% let tall tables share a page with text instead of floating to pages of their own
+\renewcommand{\topfraction}{0.9}
+\renewcommand{\textfraction}{0.07}
+\renewcommand{\floatpagefraction}{0.8}
 """
 
 
