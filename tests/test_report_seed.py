@@ -147,6 +147,7 @@ NOT_IN_QUICK = {
     "ch4_placement": {"fig4_3", "fig4_7"},  # no mlp_equal in the quick grid
     "ch5_cifar_tables5_2_to_5_5": {"fig5_8", "fig5_9", "fig5_11", "fig5_12"},  # cifar10 only
     "fig5_19_eps_sweep": {"fig5_20", "fig5_21"},
+    "ch5_edm_tables5_6_to_5_9": {"fig5_14", "fig5_15", "fig5_17", "fig5_18"},  # cifar10 only
 }
 FAST = ["table4_2", "ch4_placement", "fig5_5_lambda_sweep"]
 
@@ -201,6 +202,6 @@ def test_lambda_plot_from_stored_records(tmp_path: Path) -> None:
     html = (tmp_path / "rep").joinpath("report.html")
     build_report(db, tmp_path / "rep", formats=("html",))
     text = html.read_text()
-    assert "accuracy vs objective.lam (seed protocol)" in text
+    assert "accuracy vs objective.lam (paper protocol)" in text
     # the labels tell the three penalty weights apart
     assert "drelu_penalty(lam=100)" in text and "drelu_penalty(lam=0.1)" in text

@@ -7,23 +7,28 @@ import io
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from robustact.experiments.records import atomic_write_text, records_to_csv_text
+from robustact.experiments.records import atomic_write_text
 from robustact.experiments.store import ResultStore
 from robustact.report import html as html_mod
 from robustact.report.cells import CellView, cells_from_records, cells_from_store, label_cells
+from robustact.report.curves import curve_figures
+from robustact.report.export import long_csv_text, long_rows, write_parquet
+from robustact.report.format import is_proportion, precision_note, protocol_title
+from robustact.report.headline import Headline, headline, headline_markdown, point_counts
 from robustact.report.labels import with_method_labels
+from robustact.report.latex import report_files
 from robustact.report.plots import (
     plot_accuracy_vs_eps,
     plot_accuracy_vs_lambda,
     series_from_records,
 )
-from robustact.report.ranking import cd_figures, rank_methods, ranking_latex, ranking_markdown
+from robustact.report.ranking import cd_figures, rank_methods, ranking_markdown
 from robustact.report.sections import (
     diagnostics_lines,
     lines_html,
@@ -41,7 +46,6 @@ from robustact.report.seed_section import (
 from robustact.report.summary import SummaryRow, protocol_summary
 from robustact.report.tables import (
     fmt_key,
-    header,
     markdown_escape,
     method_label,
     to_csv,
@@ -131,22 +135,6 @@ def _load(source: Any) -> _Loaded:
     return records, {}, f"{len(_distinct(records, 'cell_id'))} cells", views
 
 
-def _summary_markdown(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
-    heads = [header(k) for k in group_keys] + ["Method", "ε", "Norm", "Clean", "Seed protocol"]
-    heads += ["Adaptive protocol", "Gap", "Masking verdict"]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for r in rows:
-        nums = [r.clean, r.robust_seed, r.robust_adaptive, r.gap]
-        verdict = "not checked" if r.verdict is None else r.verdict.upper()
-        if r.flagged:
-            verdict += f" ({', '.join(r.flagged)})"
-        cells = [fmt_key(g) for g in r.group] + [r.method, fmt_key(r.eps), fmt_key(r.norm)]
-        cells = [markdown_escape(c) for c in cells]
-        cells += ["–" if v is None else f"{v:.2f}" for v in nums] + [markdown_escape(verdict)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def _summary_csv(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -184,8 +172,9 @@ def _summary_csv(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def _eps_figures(rows: Sequence[SummaryRow]) -> dict[str, Figure]:
-    """Accuracy vs eps per group when at least two budgets were measured (clean at eps 0)."""
+def _eps_figures(rows: Sequence[SummaryRow], scale: float = 100.0) -> dict[str, Figure]:
+    """Accuracy vs eps per group when at least two budgets were measured (clean at eps 0);
+    ``scale`` turns the stored fractions into the axis' percent."""
     figs: dict[str, Figure] = {}
     for grp in dict.fromkeys(r.group for r in rows):
         sub = [r for r in rows if r.group == grp and r.eps is not None]
@@ -197,9 +186,9 @@ def _eps_figures(rows: Sequence[SummaryRow]) -> dict[str, Figure]:
             for store, val in ((seed, r.robust_seed), (adaptive, r.robust_adaptive)):
                 if val is not None:
                     pts = store.setdefault(r.method, {})
-                    pts[float(r.eps)] = val  # type: ignore[arg-type]
+                    pts[float(r.eps)] = scale * val  # type: ignore[arg-type]
                     if r.clean is not None:
-                        pts.setdefault(0.0, r.clean)
+                        pts.setdefault(0.0, scale * r.clean)
         name = " / ".join(fmt_key(g) for g in grp)
         if seed:
             figs[f"Accuracy vs ε ({name})"] = plot_accuracy_vs_eps(seed, adaptive or None)
@@ -273,23 +262,39 @@ def build_report(
         seed_protocol=seed_p, adaptive_protocol=adaptive_p,
     )  # fmt: skip
 
+    counts = point_counts(results, rows, method_key=mkey, group_keys=groups, metric=metric)
+    percent = is_proportion(metric, [r.get("value") for r in results if r.get("metric") == metric])
+    # the rank tables already show fractions as percentages (report.ranking); add n and CI
+    tables = [replace(pt, note=_note(results, pt.protocol, metric)) for pt in tables]
     figs: dict[str, Figure] = {}
+    fig_notes: list[str] = []
     if "html" in formats:
-        figs = _figures(results, rows, tables, protos, groups, metric, alpha, lambda_key)
+        scale = 100.0 if percent else 1.0
+        figs = _figures(results, rows, tables, protos, groups, metric, alpha, lambda_key, scale)
+        curves, fig_notes = curve_figures(records, masking, method_key=mkey, group_keys=groups)
+        figs.update(curves)
         figs.update(figures or {})
     label_cells(cells, {str(r.get("cell_id")): method_label(r, mkey) for r in records})
 
-    page = _Page(title, meta, notes, rows, groups, tables, figs, dpi, cells, seed_section(cells))
+    page = _Page(title, meta, notes, rows, groups, tables, figs, dpi, cells, seed_section(cells),
+                 headline(rows, counts, groups), mkey, fig_notes)  # fmt: skip
     return _write(page, records, Path(out_dir), formats)
+
+
+def _note(results: Sequence[Mapping[str, Any]], protocol: str, metric: str) -> str:
+    """n and the widest 95 % interval of one protocol's numbers (see `precision_note`)."""
+    recs = [r for r in results if r.get("protocol") == protocol and r.get("metric") == metric]
+    return precision_note([r.get("value") for r in recs], [r.get("n") for r in recs])
 
 
 def _figures(
     results: Sequence[Mapping[str, Any]], rows: Sequence[SummaryRow],
     tables: Sequence[html_mod.ProtocolTable], protos: Sequence[str], groups: Sequence[str],
-    metric: str, alpha: float, lambda_key: str | None,
+    metric: str, alpha: float, lambda_key: str | None, scale: float = 100.0,
 ) -> dict[str, Figure]:  # fmt: skip
-    """The HTML report's figures: accuracy vs eps, vs the penalty weight, CD diagrams."""
-    figs = _eps_figures(rows)
+    """The HTML report's figures: accuracy vs eps, vs the penalty weight, CD diagrams
+    (``scale``: stored fractions to the axes' percent)."""
+    figs = _eps_figures(rows, scale)
     lk = lambda_key or next(
         (k for k in LAMBDA_KEYS if len({r.get(k) for r in results} - {None}) > 1), None
     )
@@ -297,8 +302,9 @@ def _figures(
         assert lk is not None
         where = {"metric": metric, "protocol": p}
         ser = series_from_records(results, x_key=lk, group_key=[*groups, "attack"], where=where)
+        ser = {k: (xs, [scale * y for y in ys]) for k, (xs, ys) in ser.items()}
         if ser:
-            name = f"{metric} vs {lk.removeprefix('cfg.')} ({p} protocol)"
+            name = f"{metric} vs {lk.removeprefix('cfg.')} ({protocol_title(p)})"
             figs[name] = plot_accuracy_vs_lambda(ser)
     figs.update(cd_figures(tables, alpha))
     return figs
@@ -319,6 +325,10 @@ class _Page:
     cells: Sequence[CellView] = ()
     seed: SeedSection | None = None
 
+    headline: Headline | None = None
+    method_key: Any = "method"
+    figure_notes: list[str] = field(default_factory=list)
+
 
 _MASKING_NOTE = ("The masking report per method and ε (typed masking rows); not a protocol, "
                  "so never ranked.")  # fmt: skip
@@ -335,17 +345,22 @@ def _write(
     written: dict[str, Path] = {}
     if "md" in formats:
         md = [f"# {markdown_escape(title)}", "", markdown_escape(meta), ""]
-        md += ["## Seed protocol vs adaptive protocol", "", _summary_markdown(rows, groups)]
+        if page.headline is not None:
+            md += ["## Paper protocol vs adaptive protocol", "", headline_markdown(page.headline)]
         md += ranking_markdown(tables, notes)
         md += ["", *_extra_markdown(page)]
         written["md"] = atomic_write_text(out / "report.md", "\n".join(md).rstrip() + "\n")
     if "tex" in formats:
-        tex = [f"% {title} -- {meta}".replace("\n", " "), r"% needs \usepackage{booktabs}", ""]
-        tex += ranking_latex(tables)
-        tex += seed_latex(page.seed) if page.seed else []
-        written["tex"] = atomic_write_text(out / "report.tex", "\n".join(tex))
+        seed_tex = "\n".join(seed_latex(page.seed)) if page.seed else ""
+        files = report_files(title, meta, page.headline, tables, notes, extra=seed_tex)
+        for kind, (name, text) in files.items():
+            written[kind] = atomic_write_text(out / name, text)
     if "csv" in formats:
-        written["csv"] = atomic_write_text(out / "records.csv", records_to_csv_text(records))
+        long = long_rows(records, page.method_key)
+        written["csv"] = atomic_write_text(out / "records.csv", long_csv_text(long))
+        parquet = write_parquet(long, out / "records.parquet")
+        if parquet is not None:
+            written["parquet"] = parquet
         written["csv:summary"] = atomic_write_text(out / "summary.csv", _summary_csv(rows, groups))
         for pt in tables:
             written[f"csv:{pt.protocol}"] = atomic_write_text(
@@ -355,11 +370,12 @@ def _write(
         html = html_mod.render_html(
             title=title,
             meta=meta + ("; " + "; ".join(notes) if notes else ""),
-            summary=html_mod.summary_html(rows, groups),
+            summary=html_mod.headline_html(page.headline) if page.headline is not None else "",
             protocol_tables=tables,
             figures=figs,
             dpi=dpi,
             sections=_extra_html(page),
+            figure_notes=page.figure_notes,
         )
         written["html"] = atomic_write_text(out / "report.html", html)
     if page.seed is not None:

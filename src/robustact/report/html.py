@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
+from robustact.report.format import protocol_title
+from robustact.report.headline import Cell, Headline, headline
+from robustact.report.headline import caption as headline_caption
 from robustact.report.plots import figure_to_data_uri
 from robustact.report.summary import SummaryRow, verdict_level
 from robustact.report.tables import (
@@ -38,7 +41,7 @@ th, td { border-bottom: 1px solid #d0d7de; padding: 3px 7px; text-align: right;
          white-space: nowrap; }
 th { white-space: normal; overflow-wrap: break-word; vertical-align: bottom; }
 td.lab { white-space: normal; overflow-wrap: break-word; }
-@media print { body { max-width: none; margin: 0; } figure { break-inside: avoid; } }
+table.ranks td.lab { white-space: nowrap; }
 th { background: #f6f8fa; border-top: 2px solid #57606a; }
 td.lab, th.lab { text-align: left; }
 tr.avg td { border-top: 2px solid #57606a; font-style: italic; }
@@ -52,6 +55,23 @@ figure { display: inline-block; margin: 10px 18px 10px 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { font-size: 12px; color: #57606a; }
 .note { color: #57606a; font-size: 12px; }
+td .ci { display: block; font-size: 11px; color: #57606a; }
+@page { size: A4; margin: 12mm; }
+/* Print (A4 at 12 mm margins: 703 CSS px) and narrow windows share one layout, so a
+   703 px window shows what the PDF will: nothing cut, nothing scrolling sideways. */
+@media print, (max-width: 760px) {
+  body { margin: 0; max-width: none; font-size: 11px; }
+  h1 { font-size: 18px; } h2 { font-size: 15px; margin-top: 16px; } h3 { font-size: 13px; }
+  h2, h3, caption { break-after: avoid; }
+  th, td { padding: 2px 4px; }
+  td .ci { white-space: nowrap; }
+  tr, figure, pre.stats { break-inside: avoid; }
+  pre.stats { font-size: 10px; overflow-wrap: anywhere; }
+  figure { display: block; margin: 8px 0; }
+  figure img { max-width: 100%; height: auto; }
+  .verdict { border: 1px solid #57606a; print-color-adjust: exact;
+             -webkit-print-color-adjust: exact; }
+}
 """
 
 _SCRIPT = """
@@ -88,6 +108,8 @@ class ProtocolTable:
     stats: str
     caption: str = ""
     title: str = ""
+    percent: bool = False
+    note: str = ""
 
 
 def esc(value: object) -> str:
@@ -95,9 +117,12 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def rank_table_html(t: RankTable, *, caption: str = "", digits: int = 2) -> str:
-    """A rank table as an HTML <table> (best bold, average row last)."""
-    body, avg = cell_strings(t, digits, 2)
+def rank_table_html(
+    t: RankTable, *, caption: str = "", digits: int = 2, percent: bool = False, note: str = ""
+) -> str:
+    """A rank table as an HTML <table> (best bold, average row last); ``percent`` shows
+    fractions as percentages with one decimal; ``note`` goes under it (n, intervals)."""
+    body, avg = cell_strings(t, digits, 2, percent=percent)
     heads = [f'<th class="lab">{esc(header(k))}</th>' for k in t.pivot.row_keys]
     heads += [f"<th>{esc(m)}</th>" for m in t.pivot.methods]
     out = ['<table class="ranks">']
@@ -118,14 +143,12 @@ def rank_table_html(t: RankTable, *, caption: str = "", digits: int = 2) -> str:
         for c, b in zip(avg, avg_best(t), strict=True)
     ]
     out.append('<tr class="avg">' + "".join(tds) + "</tr></tbody></table>")
+    if note:
+        out.append(f'<p class="note">{esc(note)}</p>')
     if t.dropped:
         missing = "; ".join(" / ".join(fmt_key(v) for v in r) for r in t.dropped)
         out.append(f'<p class="note">Left out (some method not measured): {esc(missing)}</p>')
     return "\n".join(out)
-
-
-def _num(v: float | None, digits: int = 2) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
 
 
 def verdict_html(verdict: str | None, flagged: Sequence[str] = ()) -> str:
@@ -139,26 +162,40 @@ def verdict_html(verdict: str | None, flagged: Sequence[str] = ()) -> str:
     return out
 
 
-def summary_html(rows: Sequence[SummaryRow], group_keys: Sequence[str]) -> str:
-    """The seed-vs-adaptive table with the coloured masking-verdict column."""
-    heads = [header(k) for k in group_keys] + ["Method", "ε", "Norm", "Clean"]
-    heads += ["Seed protocol", "Adaptive protocol", "Gap", "Masking verdict"]
+def _headline_cell(c: Cell) -> str:
+    if c.kind == "verdict":
+        verdict = None if c.level == "unknown" and c.text == "not checked" else c.text
+        flagged = [x for x in c.note.split(", ") if x]
+        return f'<td class="lab">{verdict_html(verdict, flagged)}</td>'
+    if c.kind == "label":
+        return f'<td class="lab">{esc(c.text)}</td>'
+    ci = f'<span class="ci">{esc(c.note)}</span>' if c.note else ""
+    return f"<td>{esc(c.text)}{ci}</td>"
+
+
+def headline_html(h: Headline) -> str:
+    """The headline table (model | clean | paper protocol | adaptive | gap | verdict), each
+    accuracy with its 95 % interval under it, and the caption."""
+    kinds = [c.kind for c in h.body[0]] if h.body else ["label"] * len(h.head)
     out = ['<table class="summary"><thead><tr>']
     out += [
-        f'<th class="lab">{esc(h)}</th>' if i < len(group_keys) + 1 else f"<th>{esc(h)}</th>"
-        for i, h in enumerate(heads)
+        f'<th class="lab">{esc(x)}</th>' if k != "num" else f"<th>{esc(x)}</th>"
+        for x, k in zip(h.head, kinds, strict=True)
     ]
     out.append("</tr></thead><tbody>")
-    for r in rows:
-        tds = [f'<td class="lab">{esc(fmt_key(g))}</td>' for g in r.group]
-        tds.append(f'<td class="lab">{esc(r.method)}</td>')
-        tds += [f"<td>{esc(fmt_key(r.eps))}</td>", f"<td>{esc(fmt_key(r.norm))}</td>"]
-        tds += [f"<td>{_num(x)}</td>" for x in (r.clean, r.robust_seed, r.robust_adaptive)]
-        tds.append(f"<td>{_num(r.gap)}</td>")
-        tds.append(f'<td class="lab">{verdict_html(r.verdict, r.flagged)}</td>')
-        out.append("<tr>" + "".join(tds) + "</tr>")
+    for row in h.body:
+        out.append("<tr>" + "".join(_headline_cell(c) for c in row) + "</tr>")
     out.append("</tbody></table>")
+    out.append(f'<p class="note">{esc(headline_caption(h))}</p>')
     return "\n".join(out)
+
+
+def summary_html(
+    rows: Sequence[SummaryRow], group_keys: Sequence[str], counts: Sequence[int | None] = ()
+) -> str:
+    """The paper-protocol-vs-adaptive table (`headline_html` of ``rows``; ``counts``: the
+    n of each row, for the intervals)."""
+    return headline_html(headline(rows, list(counts) or [None] * len(rows), group_keys))
 
 
 def render_html(
@@ -170,6 +207,7 @@ def render_html(
     figures: Mapping[str, Figure | str] | None = None,
     dpi: int = 100,
     sections: Sequence[str] = (),
+    figure_notes: Sequence[str] = (),
 ) -> str:
     """Assembles the page.
 
@@ -182,6 +220,7 @@ def render_html(
         dpi: resolution of the embedded PNGs.
         sections: further blocks of ready HTML (seed tables and figures, masking and
             diagnostics), placed after the summary.
+        figure_notes: lines under the figures (e.g. which plot had no data).
     """
     parts = [
         "<!DOCTYPE html>",
@@ -196,23 +235,29 @@ def render_html(
     if meta:
         parts.append(f'<p class="meta">{esc(meta)}</p>')
     if summary:
-        parts += ["<h2>Seed protocol vs adaptive protocol</h2>", summary]
+        parts += ["<h2>Paper protocol vs adaptive protocol</h2>", summary]
         parts.append(
             '<p class="note">Robust accuracy is the "worst" attack when recorded, else the '
-            "lowest single-attack accuracy. Gap = seed - adaptive: a large gap means the "
-            "seed protocol overstates robustness.</p>"
+            "lowest single-attack accuracy.</p>"
         )
     parts += list(sections)
     if protocol_tables:
         parts.append('<h2>Rank tables</h2><div class="side">')
         for pt in protocol_tables:
             parts.append(f'<section data-protocol="{esc(pt.protocol)}">')
-            parts.append(f"<h3>{esc(pt.title or pt.protocol + ' protocol')}</h3>")
-            parts.append(rank_table_html(pt.table, caption=pt.caption, digits=1))
+            name = pt.title or protocol_title(pt.protocol)
+            parts.append(f"<h3>{esc(name[:1].upper() + name[1:])}</h3>")
+            parts.append(
+                rank_table_html(
+                    pt.table, caption=pt.caption, digits=1, percent=pt.percent, note=pt.note
+                )
+            )
             parts.append(f'<pre class="stats">{esc(pt.stats)}</pre></section>')
         parts.append("</div>")
-    if figures:
+    if figures or figure_notes:
         parts.append("<h2>Figures</h2>")
+        parts += [f'<p class="note">{esc(n)}</p>' for n in figure_notes]
+    if figures:
         for caption, fig in figures.items():
             uri = fig if isinstance(fig, str) else figure_to_data_uri(fig, dpi=dpi)
             if not uri.startswith("data:image/"):

@@ -361,7 +361,8 @@ def ranking_markdown(tables: Sequence[ProtocolTable], notes: Sequence[str] = ())
     """The rank section of ``report.md``: per table a heading, caption, table, statistics."""
     md: list[str] = []
     for pt in tables:
-        title, caption = markdown_escape(pt.title or pt.protocol), markdown_escape(pt.caption)
+        title = markdown_escape(pt.title or pt.protocol)
+        caption = markdown_escape(pt.caption + (f". {pt.note}" if pt.note else ""))
         md += [f"## {title}", "", caption, ""]
         md += [to_markdown(pt.table, digits=1), "```text", pt.stats, "```", ""]
     return md + [f"> {markdown_escape(n)}" for n in notes]

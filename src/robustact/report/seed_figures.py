@@ -340,6 +340,15 @@ FIGURES: dict[str, Builder] = {
     "fig5_10": _lambda_fig("cifar10", square=True),
     "fig5_11": _lambda_fig("cifar100", square=True),
     "fig5_12": _lambda_fig("tinyimagenet", square=True),
+    # the EDM figures are Figs 5.6/5.8/5.9 and 5.10-5.12 again, trained with generated data
+    "fig5_13": _lambda_fig("cifar10", square=False),
+    "fig5_14": _lambda_fig("cifar100", square=False),
+    "fig5_15": _lambda_fig("tinyimagenet", square=False),
+    "fig5_16": _lambda_fig("cifar10", square=True),
+    "fig5_17": _lambda_fig("cifar100", square=True),
+    "fig5_18": _lambda_fig("tinyimagenet", square=True),
+    # several CNNs with a convolutional D-ReLU after the input: accuracy per model and attack
+    "fig5_7": _bars("", "accuracy", "Accuracy (%)"),
     "fig5_19": _eps_fig("cifar10"),
     "fig5_20": _eps_fig("cifar100"),
     "fig5_21": _eps_fig("tinyimagenet"),

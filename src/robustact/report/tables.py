@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robustact.report.format import pct
+
 if TYPE_CHECKING:  # imported where used: ranks and statistics need scipy (``report`` extra)
     from robustact.stats import MethodComparison
 
@@ -231,21 +233,31 @@ def label_rows(rows: list[tuple[Any, ...]]) -> list[list[str]]:
     return out
 
 
-def cell_strings(t: RankTable, digits: int, rank_digits: int) -> tuple[list[list[str]], list[str]]:
+def fmt_score(v: float, digits: int = 2, *, percent: bool = False) -> str:
+    """A score: a fraction as a percentage with one decimal ("97.3") when ``percent``,
+    else the number with ``digits`` decimals."""
+    return pct(v) if percent else f"{v:.{digits}f}"
+
+
+def cell_strings(
+    t: RankTable, digits: int, rank_digits: int, *, percent: bool = False
+) -> tuple[list[list[str]], list[str]]:
     """Body cells "97.30 (1)" (with the pivot's sds: "97.30 ± 0.40 (1)") and the
-    average-row cells "83.35 (1.60)"."""
+    average-row cells "83.35 (1.60)" (with ``percent``, fractions as percentages)."""
     sds = t.pivot.sds if t.pivot.sds is not None else np.full_like(t.pivot.values, np.nan)
 
     def cell(v: float, sd: float, r: float) -> str:
-        pm = f" ± {sd:.{digits}f}" if math.isfinite(sd) else ""
-        return f"{v:.{digits}f}{pm} ({fmt_rank(r)})"
+        s = fmt_score(sd, digits, percent=percent) if math.isfinite(sd) else ""
+        pm = f" ± {s}" if s else ""
+        return f"{fmt_score(v, digits, percent=percent)}{pm} ({fmt_rank(r)})"
 
     body = [
         [cell(v, sd, r) for v, sd, r in zip(vrow, srow, rrow, strict=True)]
         for vrow, srow, rrow in zip(t.pivot.values, sds, t.ranks, strict=True)
     ]
     avg = [
-        f"{m:.{digits}f} ({a:.{rank_digits}f})" for m, a in zip(t.means, t.avg_ranks, strict=True)
+        f"{fmt_score(m, digits, percent=percent)} ({a:.{rank_digits}f})"
+        for m, a in zip(t.means, t.avg_ranks, strict=True)
     ]
     return body, avg
 
@@ -264,9 +276,12 @@ def markdown_escape(s: str) -> str:
     return s
 
 
-def to_markdown(t: RankTable, *, digits: int = 2, rank_digits: int = 2) -> str:
-    """GitHub-flavoured Markdown table (best in bold, last row the averages)."""
-    body, avg = cell_strings(t, digits, rank_digits)
+def to_markdown(
+    t: RankTable, *, digits: int = 2, rank_digits: int = 2, percent: bool = False
+) -> str:
+    """GitHub-flavoured Markdown table (best in bold, last row the averages); ``percent``
+    shows fractions as percentages with one decimal."""
+    body, avg = cell_strings(t, digits, rank_digits, percent=percent)
     nk = len(t.pivot.row_keys)
     head = [header(k) for k in t.pivot.row_keys] + list(t.pivot.methods)
     lines = [
@@ -282,23 +297,11 @@ def to_markdown(t: RankTable, *, digits: int = 2, rank_digits: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
 def latex_escape(s: str) -> str:
-    """Escapes LaTeX's special characters in user text."""
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in s)
+    """Escapes LaTeX's special characters in user text (see `robustact.report.latex`)."""
+    from robustact.report.latex import latex_escape as escape
+
+    return escape(s)
 
 
 def to_latex(
@@ -308,36 +311,18 @@ def to_latex(
     label: str | None = None,
     digits: int = 2,
     rank_digits: int = 2,
+    percent: bool = False,
+    note: str = "",
 ) -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
-    body, avg = cell_strings(t, digits, rank_digits)
-    nk = len(t.pivot.row_keys)
-    head = [_LATEX_HEADERS.get(k) or latex_escape(header(k)) for k in t.pivot.row_keys]
-    head += [latex_escape(m) for m in t.pivot.methods]
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption:
-        lines.append(rf"\caption{{{latex_escape(caption)}}}")
-    if label:
-        lines.append(rf"\label{{{latex_escape(label)}}}")
-    lines += [
-        r"\begin{tabular}{" + "l" * nk + "r" * len(t.pivot.methods) + "}",
-        r"\toprule",
-        " & ".join(head) + r" \\",
-        r"\midrule",
-    ]
-    for labels, cells, brow in zip(label_rows(t.pivot.rows), body, t.best, strict=True):
-        vals = [rf"\textbf{{{c}}}" if b else c for c, b in zip(cells, brow, strict=True)]
-        labs = ["--" if x == MISSING else latex_escape(x) for x in labels]
-        lines.append(" & ".join(labs + vals) + r" \\")
-    avg_cells = [rf"\textbf{{{c}}}" if b else c for c, b in zip(avg, avg_best(t), strict=True)]
-    lines += [
-        r"\midrule",
-        " & ".join(["Average"] + [""] * (nk - 1) + avg_cells) + r" \\",
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-    ]
-    return "\n".join(lines) + "\n"
+    """A booktabs ``table`` float that fits ``\\textwidth`` (needs ``\\usepackage{booktabs,
+    array}``; see `robustact.report.latex.rank_table_latex`). ``rank_digits`` is kept for
+    compatibility (average ranks always show 2 decimals)."""
+    from robustact.report.latex import rank_table_latex
+
+    del rank_digits
+    return rank_table_latex(
+        t, caption=caption or "", label=label or "", digits=digits, percent=percent, note=note
+    )
 
 
 def to_csv(t: RankTable) -> str:
