@@ -133,7 +133,9 @@ def protocol_summary(
         key = (tuple(r.get(k) for k in group_keys), method_label(r, method_key))
         g = groups.setdefault(key, {"clean": [], "cells": {}, "adv": {}})
         g["cells"].setdefault(r.get("cell_id"), r)
-        if r.get("attack") == "clean" or (r.get("eps") is None and r.get("norm") is None):
+        # a row with no attack and no threat model is a clean number (older records)
+        unattacked = r.get("attack") in (None, "") and r.get("eps") is None and r.get("norm") is None
+        if r.get("attack") == "clean" or unattacked:
             g["clean"].append(float(r["value"]))
         else:
             g["adv"].setdefault((r.get("eps"), r.get("norm")), []).append(r)
