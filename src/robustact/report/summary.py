@@ -134,7 +134,8 @@ def protocol_summary(
         g = groups.setdefault(key, {"clean": [], "cells": {}, "adv": {}})
         g["cells"].setdefault(r.get("cell_id"), r)
         # a row with no attack and no threat model is a clean number (older records)
-        unattacked = r.get("attack") in (None, "") and r.get("eps") is None and r.get("norm") is None
+        no_threat = r.get("eps") is None and r.get("norm") is None
+        unattacked = r.get("attack") in (None, "") and no_threat
         if r.get("attack") == "clean" or unattacked:
             g["clean"].append(float(r["value"]))
         else:
