@@ -24,7 +24,7 @@ from robustact.report.latex import (
     text_width,
 )
 from robustact.report.summary import SummaryRow
-from robustact.report.tables import Pivot, rank_table
+from robustact.report.tables import Pivot, RankTable, rank_table
 
 PDFLATEX = shutil.which("pdflatex")
 NO_TEX = "pdflatex missing: apt-get install -y texlive-latex-base texlive-latex-recommended"
@@ -44,7 +44,7 @@ def compile_tex(tex: str, tmp: Path, name: str = "doc") -> str:
     return log
 
 
-def wide_table(k: int = 12, n: int = 4) -> object:
+def wide_table(k: int = 12, n: int = 4) -> RankTable:
     """k methods with long names, n conditions: far wider than a page in one tabular."""
     rng = np.random.default_rng(0)
     methods = [f"srelu(max_value=0.{i}, where=act2) + drelu_penalty(lam=0.01)" for i in range(k)]
