@@ -93,7 +93,7 @@ def test_latex_looks_compilable() -> None:
     assert r"\caption{Accuracy \% on MNIST\_test \& co}" in tex
     assert r"D\_ReLU" in tex and r"\textbf{89.61 (1)}" in tex and r"\textbf{88.71 (1.67)}" in tex
     assert "MNIST & clean & -- & " in tex
-    assert r"\begin{tabular}{lllrrr}" in tex
+    assert r"\begin{tabular}{@{}lllrrr@{}}" in tex  # no outer padding: fits \textwidth
     # Balanced braces and environments; no unescaped % or _ anywhere.
     assert _unescaped(tex, "{") == _unescaped(tex, "}")
     assert _unescaped(tex, "%") == 0 and _unescaped(tex, "_") == 0
