@@ -167,3 +167,14 @@ def test_tables_compile_without_overfull_boxes(tmp_path: Path) -> None:
     )  # fmt: skip
     log = compile_tex(standalone("t", "m", [("T", too_wide)]), tmp_path, "wide")
     assert "Overfull \\hbox" in log
+
+
+@pytest.mark.skipif(PDFLATEX is None, reason=NO_TEX)
+def test_labels_from_protocol_names_compile(tmp_path: Path) -> None:
+    # paper protocols are named like "seed-table4_2": an escaped "\_" inside \label broke
+    # the second pdflatex pass of a real table4_2 report
+    tex = rank_table_latex(wide_table(3, 3), caption="c", label="tab:seed-table4_2")
+    assert r"\label{tab:seed-table4-2}" in tex
+    doc = standalone("t", "m", [("T", tex + "\n" + r"See Table~\ref{tab:seed-table4-2}.")])
+    compile_tex(doc, tmp_path)
+    compile_tex(doc, tmp_path)  # the second pass reads the .aux labels back

@@ -265,7 +265,8 @@ def render_table(t: TexTable, width_pt: float = TEXTWIDTH_PT) -> str:
     if t.caption:
         out.append(rf"\caption{{{latex_escape(t.caption)}}}")
     if t.label:
-        out.append(rf"\label{{{latex_escape(t.label)}}}")
+        # a label is a control-sequence name: only letters, digits and ":-." are safe
+        out.append(rf"\label{{{re.sub(r'[^A-Za-z0-9:.-]', '-', t.label)}}}")
     for i, cols in enumerate(_parts(t, widths, width_pt)):
         if i:
             out.append(r"\par\medskip")
