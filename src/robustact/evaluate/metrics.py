@@ -11,8 +11,8 @@ Conventions (all fractions in [0, 1]):
   clean (individual mode) or the points still robust after the previous attacks (cascade
   mode, AutoAttack style). Points wrong when clean are never attacked and never robust.
 * an attack *fools* an attacked point when the model's prediction at its adversarial
-  example differs from the label (one forward pass; on a random model under a protocol
-  that averages passes, the plurality vote of 50 passes, ``attacks/stochastic.py``).
+  example differs from the label (one forward pass, on a random model too: its runs are
+  repeated and averaged instead).
 * *robust accuracy* (worst case) counts a point only if it is correct when clean and no
   attack of the protocol fooled it.
 * the *worst-case adversarial example* of a point is the first one that fooled it, or,

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from robustact._validate import check_batch, is_int
 from robustact.attacks import Attack
 from robustact.attacks.adaptive import DEFAULT_EOT
-from robustact.attacks.stochastic import vote_pred, votes
 from robustact.evaluate.catalog import get_protocol
 from robustact.evaluate.metrics import (
     AttackOutcome,
@@ -81,29 +80,19 @@ def _checked(x: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor
     return x.to(device), y.to(device)
 
 
-def _probs(
-    model: nn.Module, x: Tensor, y: Tensor, passes: int = 1
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(pred, max-prob, true-class prob), each (N,): from one forward pass, or with
-    ``passes > 1`` (a random model) the plurality vote of that many passes, a tie with the
-    label lost (``attacks.stochastic.vote_pred``), and the mean softmax."""
-    counts: Tensor | None = None
-    p_sum: Tensor | None = None
+def _probs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(pred, max-prob, true-class prob), each (N,), from one forward pass.
+
+    Every protocol judges a random model this way too, one pass per decision averaged over
+    the repeated runs, so paper-protocol and adaptive numbers compare; the plurality vote
+    of `attacks.stochastic.VOTE_PASSES` passes is how EOT attacks pick their iterate, and
+    judging by it here would measure a more lenient, voting classifier."""
     with torch.no_grad():
-        for _ in range(passes):
-            logits = model(x)
-            if logits.dim() != 2:
-                raise ValueError(
-                    f"model must return logits (N, K), got shape {tuple(logits.shape)}"
-                )
-            p = F.softmax(logits.float(), dim=1)
-            if passes == 1:
-                return logits.argmax(1), p.amax(1), p.gather(1, y[:, None]).squeeze(1)
-            v = votes(logits)
-            counts, p_sum = (v, p) if counts is None or p_sum is None else (counts + v, p_sum + p)
-    assert counts is not None and p_sum is not None
-    p = p_sum / passes
-    return vote_pred(counts, y), p.amax(1), p.gather(1, y[:, None]).squeeze(1)
+        logits = model(x)
+    if logits.dim() != 2:
+        raise ValueError(f"model must return logits (N, K), got shape {tuple(logits.shape)}")
+    p = F.softmax(logits.float(), dim=1)
+    return logits.argmax(1), p.amax(1), p.gather(1, y[:, None]).squeeze(1)
 
 
 def run_entry(
@@ -123,12 +112,10 @@ def run_entry(
 
 
 def run_protocol_batch(
-    model: nn.Module, x: Tensor, y: Tensor, protocol: Protocol, row: Task | None = None,
-    passes: int = 1,
-) -> tuple[CleanOutcome, list[AttackOutcome], int]:  # fmt: skip
+    model: nn.Module, x: Tensor, y: Tensor, protocol: Protocol, row: Task | None = None
+) -> tuple[CleanOutcome, list[AttackOutcome], int]:
     """Run every attack of ``protocol`` on one batch (``row``: a progress row advanced
-    once per attack). ``passes``: forward passes per decision (> 1 on a random model:
-    a point is correct when its label wins their plurality vote, clean and attacked).
+    once per attack).
 
     Returns:
         ``(clean outcome, attack outcomes, number of classes)``; tensors on the CPU.
@@ -140,7 +127,7 @@ def run_protocol_batch(
             k = int(model(x[:1]).shape[1])
         if y.numel() and int(y.max()) >= k:
             raise ValueError(f"label {int(y.max())} out of range for a model with {k} outputs")
-        pred, pmax, ptrue = _probs(model, x, y, passes)
+        pred, pmax, ptrue = _probs(model, x, y)
         clean = CleanOutcome(y.cpu(), pred.cpu(), pmax.cpu(), ptrue.cpu())
         clean_ok = pred == y
         robust = clean_ok.clone()
@@ -158,7 +145,7 @@ def run_protocol_batch(
                 xs, ys = x[idx], y[idx]
                 x_adv, attack = run_entry(model, xs, ys, entry, protocol.eps, protocol.norm,
                                           protocol.eot_samples)  # fmt: skip
-                p_, m_, t_ = _probs(model, x_adv, ys, passes)
+                p_, m_, t_ = _probs(model, x_adv, ys)
                 a_pred[idx], a_max[idx], a_true[idx] = p_, m_, t_
                 d = (x_adv - xs).flatten(1)
                 linf[idx] = d.abs().amax(1).to(linf.dtype)
@@ -252,11 +239,6 @@ def evaluate(
         raise ValueError("no data to evaluate: the input was empty")
     stochastic = is_stochastic(model, batches[0][0])  # by behaviour, not only by module flag
     r = (repeats if repeats is not None else proto.repeats) if stochastic else 1
-    # Every protocol judges a random model the same way: one forward pass per decision,
-    # averaged over the repeated runs, so paper-protocol and adaptive numbers compare (the
-    # plurality vote of VOTE_PASSES passes, attacks/stochastic.py, is how the attacks pick
-    # their iterate; judging by it here would measure a more lenient, voting classifier).
-    passes = 1
     if not is_int(r) or r < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     devices = [device] if device.type == "cuda" else []
@@ -272,7 +254,7 @@ def evaluate(
             for _ in range(r):
                 parts = []
                 for bx, by in batches:
-                    c, a, num_classes = run_protocol_batch(model, bx, by, proto, row, passes)
+                    c, a, num_classes = run_protocol_batch(model, bx, by, proto, row)
                     parts.append((c, a))
                 runs.append(cat_outcomes(parts))
     seconds = time.perf_counter() - t0
