@@ -100,6 +100,17 @@ def ascent(
         return eot_ascent(attack, model, x, y, x_start, loss_fn=loss_fn, steps=steps,
                           step_size=step_size, momentum=momentum, schedule=schedule,
                           eot=eot, target=target)  # fmt: skip
+    return _ascent_one_pass(attack, model, x, y, x_start, loss_fn, steps, step_size,
+                            momentum, schedule, return_best, eot, target)  # fmt: skip
+
+
+def _ascent_one_pass(
+    attack: Attack, model: nn.Module, x: Tensor, y: Tensor, x_start: Tensor, loss_fn: LossFn,
+    steps: int, step_size: float, momentum: float, schedule: Schedule | None,
+    return_best: bool, eot: int, target: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """`ascent` on a deterministic model (``eot`` <= 1): each point stops at its first
+    fooling iterate (the active set shrinks as points are fooled)."""
     threat = attack.threat
     out = x_start.clone()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)

@@ -241,22 +241,8 @@ def evaluate(
     r = (repeats if repeats is not None else proto.repeats) if stochastic else 1
     if not is_int(r) or r < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
-    devices = [device] if device.type == "cuda" else []
-    rng = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()
     t0 = time.perf_counter()
-    runs = []
-    num_classes = 0
-    with rng:
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        units = r * len(batches) * len(proto.entries)  # attacks x batches (x repeats)
-        with task(f"{proto.name} eps={proto.eps:g}", total=units, transient=True) as row:
-            for _ in range(r):
-                parts = []
-                for bx, by in batches:
-                    c, a, num_classes = run_protocol_batch(model, bx, by, proto, row)
-                    parts.append((c, a))
-                runs.append(cat_outcomes(parts))
+    runs, num_classes = _run_repeats(model, batches, proto, r, seed, device)
     seconds = time.perf_counter() - t0
     notes = proto.lines()[1:]
     skipped = [e.label for e in proto.entries if e.own_threat]
@@ -276,3 +262,28 @@ def evaluate(
             f"accuracy is the mean over the {r} runs (accuracy_run: each run)"
         )
     return result
+
+
+def _run_repeats(
+    model: nn.Module, batches: list[tuple[Tensor, Tensor]], proto: Protocol, r: int,
+    seed: int | None, device: torch.device,
+) -> tuple[list[tuple[CleanOutcome, list[AttackOutcome]]], int]:  # fmt: skip
+    """``r`` runs of ``proto`` over every batch (inside a forked RNG seeded with ``seed``,
+    when given), one progress row over attacks x batches x runs; returns each run's
+    outcomes and the number of classes."""
+    devices = [device] if device.type == "cuda" else []
+    rng = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()
+    runs = []
+    num_classes = 0
+    with rng:
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        units = r * len(batches) * len(proto.entries)
+        with task(f"{proto.name} eps={proto.eps:g}", total=units, transient=True) as row:
+            for _ in range(r):
+                parts = []
+                for bx, by in batches:
+                    c, a, num_classes = run_protocol_batch(model, bx, by, proto, row)
+                    parts.append((c, a))
+                runs.append(cat_outcomes(parts))
+    return runs, num_classes

@@ -245,10 +245,7 @@ def build_report(
     # runner records also hold masking, training and diagnostic rows: not accuracies to rank
     results = evaluation_records(records)
     present = _distinct(results, "protocol")
-    order = [p for p in ("seed", "adaptive") if p in present] + [
-        p for p in present if p not in ("seed", "adaptive")
-    ]
-    protos = list(protocols) if protocols is not None else order
+    protos = list(protocols) if protocols is not None else _protocol_order(present)
 
     seed_p, adaptive_p = summary_protocols(present)
     tables, notes = rank_methods(
@@ -260,24 +257,28 @@ def build_report(
         results, method_key=mkey, group_keys=groups, metric=metric, masking=masking,
         seed_protocol=seed_p, adaptive_protocol=adaptive_p,
     )  # fmt: skip
-
-    counts = point_counts(results, rows, method_key=mkey, group_keys=groups, metric=metric)
-    percent = is_proportion(metric, [r.get("value") for r in results if r.get("metric") == metric])
     # the rank tables already show fractions as percentages (report.ranking); add n and CI
     tables = [replace(pt, note=_note(results, pt.protocol, metric)) for pt in tables]
     figs: dict[str, Figure] = {}
     fig_notes: list[str] = []
     if "html" in formats:
-        scale = 100.0 if percent else 1.0
+        values = [r.get("value") for r in results if r.get("metric") == metric]
+        scale = 100.0 if is_proportion(metric, values) else 1.0
         figs = _figures(results, rows, tables, protos, groups, metric, alpha, lambda_key, scale)
         curves, fig_notes = curve_figures(records, masking, method_key=mkey, group_keys=groups)
         figs.update(curves)
         figs.update(figures or {})
     label_cells(cells, {str(r.get("cell_id")): method_label(r, mkey) for r in records})
-
+    counts = point_counts(results, rows, method_key=mkey, group_keys=groups, metric=metric)
     page = _Page(title, meta, notes, rows, groups, tables, figs, dpi, cells, seed_section(cells),
                  headline(rows, counts, groups), mkey, fig_notes)  # fmt: skip
     return _write(page, records, Path(out_dir), formats)
+
+
+def _protocol_order(present: Sequence[str]) -> list[str]:
+    """The stored protocols, the paper protocol ("seed") and "adaptive" first."""
+    first = [p for p in ("seed", "adaptive") if p in present]
+    return first + [p for p in present if p not in first]
 
 
 def _note(results: Sequence[Mapping[str, Any]], protocol: str, metric: str) -> str:
