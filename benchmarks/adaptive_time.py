@@ -13,24 +13,18 @@ Writes ``benchmarks/results/adaptive_time.json`` (machine, load, command, number
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autoattack import EPS, machine, robust, train
+from autoattack import EPS, robust, run_models
 
-from robustact.data import load_dataset
 from robustact.evaluate import evaluate
 
 OUT = Path(__file__).resolve().parent / "results" / "adaptive_time.json"
@@ -62,32 +56,7 @@ def compare(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--points", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    xtr, ytr = load_dataset("mnist-t10k", split="train").tensors()
-    xte, yte = load_dataset("mnist-t10k", split="test").tensors()
-    x, y = xte[: args.points], yte[: args.points]
-    result: dict[str, Any] = {
-        "command": " ".join(["PYTHONPATH=src", Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
-        "points": args.points,
-        "eps": EPS,
-        "norm": "Linf",
-        "models": {},
-    }
-    for name, adversarial in (("natural", False), ("pgd_at", True)):
-        model = train(xtr, ytr, adversarial)
-        result["models"][name] = entry = compare(model, x, y)
-        print(name, json.dumps(entry), flush=True)
-    result["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return result
+    return run_models(compare, OUT, __doc__ or "", argv, command_prefix=("PYTHONPATH=src",))
 
 
 if __name__ == "__main__":

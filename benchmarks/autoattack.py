@@ -27,6 +27,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def run_models(
+    measure: Callable[[nn.Module, Tensor, Tensor], dict[str, Any]], out: Path, doc: str,
+    argv: list[str] | None = None, command_prefix: tuple[str, ...] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """The shared benchmark run: train the natural and the PGD-5 MLP on mnist-t10k, call
+    ``measure(model, x, y)`` on the first ``--points`` test points of each, and write the
+    JSON (command, machine and load at start and end, the per-model entries) to ``--out``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--points", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=out)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     xte, yte = load_dataset("mnist-t10k", split="test").tensors()
     x, y = xte[: args.points], yte[: args.points]
     result: dict[str, Any] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([*command_prefix, Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
         "points": args.points,
         "eps": EPS,
@@ -144,14 +151,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, adversarial in (("natural", False), ("pgd_at", True)):
         model = train(xtr, ytr, adversarial)
-        entry = {"fab_t": fab_t(model, x, y), "autoattack": autoattack(model, x, y)}
-        result["models"][name] = entry
+        result["models"][name] = entry = measure(model, x, y)
         print(name, json.dumps(entry), flush=True)
     result["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    def measure(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
+        return {"fab_t": fab_t(model, x, y), "autoattack": autoattack(model, x, y)}
+
+    return run_models(measure, OUT, __doc__ or "", argv)
 
 
 if __name__ == "__main__":
