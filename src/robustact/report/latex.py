@@ -432,12 +432,10 @@ def report_files(
     head: Headline | None,
     tables: Sequence[ProtocolTable],
     notes: Sequence[str] = (),
-    extra: str = "",
 ) -> dict[str, tuple[str, str]]:
     """The LaTeX of a report: kind -> (file name, text). "tex" is ``report.tex``, a
     complete article with every table; "tex:headline" and "tex:<protocol>" are the
-    table floats alone (``\\input`` them; they need booktabs and array). ``extra``: more
-    LaTeX (the seeds' tables) placed before the notes."""
+    table floats alone (``\\input`` them; they need booktabs and array)."""
     files: dict[str, tuple[str, str]] = {}
     sections: list[tuple[str, str]] = []
     if head is not None and head.body:
@@ -451,8 +449,6 @@ def report_files(
         files[f"tex:{pt.protocol}"] = (f"table_{_slug(pt.protocol)}.tex", tex)
         title_p = protocol_title(pt.protocol)
         sections.append((title_p[:1].upper() + title_p[1:], tex + "\n" + paragraphs(pt.stats)))
-    if extra:
-        sections.append(("Tables of the source papers", extra))
     if notes:
         sections.append(("Notes", paragraphs("\n".join(notes))))
     files["tex"] = ("report.tex", standalone(title, meta, sections))

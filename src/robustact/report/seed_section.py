@@ -151,11 +151,6 @@ def seed_html(sec: SeedSection, dpi: int = 100) -> str:
     return "\n".join(out)
 
 
-def seed_latex(sec: SeedSection) -> list[str]:
-    """report.tex blocks: every seed table."""
-    return [seed_table_latex(t) for t in sec.tables]
-
-
 def write_seed_files(
     sec: SeedSection,
     out: Path,
